@@ -1,0 +1,189 @@
+"""`divergence_loss`: every objective of MATH.md as one differentiable loss."""
+
+from __future__ import annotations
+
+import torch
+
+from gfn_fast import _backend, ops
+from gfn_fast._checks import (
+    accumulation_dtype,
+    check_finite,
+    check_layout_values,
+    require_same_device,
+    require_shape,
+    require_tensor,
+    segment_layout,
+)
+from gfn_fast.objectives import (
+    NORMALIZATIONS,
+    Coefficients,
+    check_arguments,
+    needs_finite_rewards,
+)
+
+
+def divergence_loss(
+    objective: str,
+    *,
+    log_pf: torch.Tensor,
+    log_pb: torch.Tensor | None = None,
+    log_reward: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    offsets: torch.Tensor | None = None,
+    alpha: float = 0.5,
+    control_variate: str = "loo",
+    log_z: torch.Tensor | float | None = None,
+    log_behavior: torch.Tensor | None = None,
+    normalization: str = "amari",
+    process_group=None,
+    validate: bool = True,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GFlowNet loss whose gradient is the estimator of MATH.md for `objective`.
+
+    Args:
+        objective: "tb", "vargrad", "reverse_kl", "forward_kl", "renyi" or "tsallis".
+        log_pf: log p_F per trajectory [B], or per step: padded [B, T] (with `lengths`, or
+            full rows without) or packed [N] (with `offsets`).
+        log_pb: log p_B in the same layout as log_pf, or None for p_B = 1 (tree-shaped spaces).
+        log_reward: [B] log R(x) of the terminal objects; treated as a constant.
+        lengths: [B] int32/int64 steps per trajectory for the padded layout.
+        offsets: [B + 1] int32/int64 segment boundaries for the packed layout.
+        alpha: order of "renyi" and "tsallis" (any real; 0 and 1 are forward / reverse KL).
+        control_variate: "loo" (leave-one-out, default; needs B >= 2) or "none". Near
+            alpha = 1, "none" has variance growing like 1/(alpha - 1)^2; prefer "loo".
+            Ignored by "vargrad".
+        log_z: log Z. Required for "tb" (a learned parameter); for "tsallis" the reference
+            log Z (a learned parameter gets the gradient of MATH.md); for "reverse_kl" used
+            in the reported value. Float or 0-dim tensor.
+        log_behavior: [B] log q(tau) of the behaviour policy for off-policy batches.
+        normalization: "amari" (divides by alpha (alpha - 1), >= 0 for every alpha) or
+            "paper" (the paper's scaling, alpha times amari; needs alpha > 0).
+        process_group: not supported yet (distributed batches are a later issue).
+        validate: check values (NaN, inf, ranges, -inf rewards) at the cost of host syncs.
+
+    Returns:
+        (loss, stats). `loss` is a 0-dim float32 (float64 for float64 inputs) tensor equal
+        to stats["value"]; its gradient w.r.t. the per-trajectory sums s = log p_F(tau) and
+        b = log p_B(tau | x) is the surrogate coefficients (c, d), and w.r.t. log_z is e.
+        stats holds detached tensors: "value" (the estimated divergence or TB loss),
+        "ess" (in [1, B]), "log_z_hat" (batch estimate of log Z) and "skipped" (bool: the
+        batch carried no signal and the gradient is zero).
+
+    Raises:
+        ValueError: an argument is of the wrong kind, shape or value; NaN or +inf in an
+            input; log_reward = -inf where the divergence is infinite; B < 2 with "loo";
+            coefficients that overflow.
+    """
+    if process_group is not None:
+        raise NotImplementedError(
+            "process_group: distributed batches are not supported yet; got "
+            f"{type(process_group).__name__}. Concatenate the batch on one process instead."
+        )
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, got {normalization!r}")
+    require_tensor("log_pf", log_pf)
+    require_tensor("log_reward", log_reward)
+    if log_reward.dim() != 1:
+        raise ValueError(f"log_reward: expected a 1-D tensor [B], got shape {tuple(log_reward.shape)}")
+    per_step = lengths is not None or offsets is not None or log_pf.dim() != 1
+    batch = segment_layout("log_pf", log_pf, lengths, offsets)[0] if per_step else log_pf.shape[0]
+    require_shape("log_reward", log_reward, (batch,), "[B] from log_pf")
+    if log_pb is not None:
+        require_tensor("log_pb", log_pb)
+        require_shape("log_pb", log_pb, tuple(log_pf.shape), "like log_pf")
+    if log_behavior is not None:
+        require_tensor("log_behavior", log_behavior)
+        require_shape("log_behavior", log_behavior, (batch,), "[B]")
+    log_z = _as_log_z(log_z, log_pf)
+    require_same_device(
+        "log_pf", log_pf, log_pb=log_pb, log_reward=log_reward, log_behavior=log_behavior, log_z=log_z
+    )
+    paper = normalization == "paper"
+    check_arguments(objective, control_variate, alpha, paper, log_z, log_behavior, batch)
+    if validate:
+        _validate_values(objective, alpha, log_pf, log_pb, log_reward, lengths, offsets,
+                         log_behavior, log_z, per_step)
+
+    if per_step and _backend.use_native(log_pf):
+        loss, coefficients = ops.divergence_from_steps(
+            log_pf, log_pb, log_reward, log_behavior, log_z, lengths, offsets,
+            objective, control_variate, alpha, paper,
+        )
+    else:
+        s = ops.segment_sum(log_pf, lengths, offsets) if per_step else log_pf
+        b = None
+        if log_pb is not None:
+            b = ops.segment_sum(log_pb, lengths, offsets) if per_step else log_pb
+        coefficients = ops.batch_coefficients(
+            s, b, log_reward, log_behavior, log_z, objective, control_variate, alpha, paper
+        )
+        loss = _surrogate(coefficients, s, b, log_z)
+    if validate:
+        _check_outputs(objective, alpha, coefficients)
+    stats = {
+        "value": coefficients.value,
+        "ess": coefficients.ess,
+        "log_z_hat": coefficients.log_z_hat,
+        "skipped": coefficients.skipped,
+    }
+    return loss, stats
+
+
+def _surrogate(coefficients: Coefficients, s, b, log_z) -> torch.Tensor:
+    """value + (L - L.detach()): the divergence as value, the estimator as gradient."""
+    loss = coefficients.value
+    terms = [(coefficients.c, s), (coefficients.d, b), (coefficients.e, log_z)]
+    for coefficient, x in terms:
+        if x is not None and x.requires_grad:
+            weighted = (coefficient * x).sum()
+            loss = loss + (weighted - weighted.detach())
+    return loss
+
+
+def _as_log_z(log_z, like: torch.Tensor) -> torch.Tensor | None:
+    if log_z is None:
+        return None
+    if isinstance(log_z, (int, float)):
+        return torch.tensor(float(log_z), dtype=accumulation_dtype(like.dtype), device=like.device)
+    require_tensor("log_z", log_z)
+    if log_z.numel() != 1:
+        raise ValueError(f"log_z: expected a scalar (0-dim or one element), got shape {tuple(log_z.shape)}")
+    return log_z.reshape(())
+
+
+def _validate_values(objective, alpha, log_pf, log_pb, log_reward, lengths, offsets,
+                     log_behavior, log_z, per_step) -> None:
+    """The host-syncing checks of MATH.md's edge-case contract."""
+    if per_step:
+        check_layout_values(log_pf, lengths, offsets)
+    with torch.no_grad():
+        for name, x in (("log_pf", log_pf), ("log_pb", log_pb)):
+            if x is not None:
+                total = ops.segment_sum(x, lengths, offsets) if per_step else x
+                check_finite(f"{name} (summed over each trajectory)", total)
+        if log_behavior is not None:
+            check_finite("log_behavior", log_behavior)
+        if log_z is not None:
+            check_finite("log_z", log_z)
+        check_finite("log_reward", log_reward, allow_neg_inf=True)
+        zero_rewards = int(torch.isneginf(log_reward).sum())
+        if zero_rewards and needs_finite_rewards(objective, alpha):
+            raise ValueError(
+                f"log_reward: {zero_rewards} of {log_reward.numel()} trajectories have "
+                f"log_reward = -inf (zero reward), where {objective}"
+                f"{f' with alpha={alpha}' if objective in ('renyi', 'tsallis') else ''} is infinite. "
+                "Clamp the log-rewards (e.g. log_reward.clamp_min(-1e3)) or use forward_kl, "
+                "or renyi/tsallis with alpha < 1."
+            )
+
+
+def _check_outputs(objective, alpha, coefficients: Coefficients) -> None:
+    for name in ("c", "d", "e", "value"):
+        x = getattr(coefficients, name)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(
+                f"alpha: the {objective} coefficients overflowed ({name} is not finite) with "
+                f"alpha={alpha}; the log-weights l = log R + log p_B - log p_F span too wide a "
+                "range for this order. Use renyi (self-normalised), an alpha closer to 1, or "
+                "clamp the log-rewards."
+            )

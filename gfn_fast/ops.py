@@ -1,0 +1,227 @@
+"""Python face of each op: native dispatch, fake (meta) kernels and autograd.
+
+Every op exists twice: `torch.ops.gfn_fast.*` (C++/CUDA, schemas in csrc/ops.cpp) and the
+pure-PyTorch oracle in gfn_fast/reference.py. The functions here pick one per call
+(`_backend.use_native`). Fake kernels and autograd are registered with torch.library so
+torch.compile(fullgraph=True) traces the native ops and torch.library.opcheck passes.
+
+Op contracts (shared by every implementation):
+- segment_sum(values, lengths?, offsets?) -> [B] in the accumulation dtype (float64 for
+  float64 values, float32 otherwise). Padded: values [B, T], lengths [B] (None: full rows).
+  Packed: values [N], offsets [B + 1] (int32 or int64, non-decreasing).
+- segment_sum_backward(grad [B], lengths?, offsets?, shape, dtype) -> tensor of `shape` and
+  `dtype`: grad[b] on the steps of segment b, zero elsewhere.
+- logprob_from_logits(logits, actions, action_mask?, lengths?, offsets?) -> (logprob [B],
+  step_lse): logits [B, T, A] or [N, A]; step_lse [B, T] or [N] holds the masked
+  logsumexp per step (0 outside every segment), saved for the backward.
+- logprob_from_logits_backward(grad [B], logits, actions, action_mask?, step_lse, lengths?,
+  offsets?) -> grad_logits shaped and typed like logits:
+  grad[b] * (onehot(action) - softmax(masked logits)) inside segments, 0 elsewhere.
+- batch_coefficients(log_pf [K], log_pb? [K], log_reward [K], log_behavior? [K], log_z? [],
+  objective, control_variate, alpha, paper_normalization) -> (c, d, e, value, ess,
+  log_z_hat, skipped): exactly gfn_fast.objectives.coefficients.
+- divergence_loss_fused(step_log_pf, step_log_pb?, log_reward, log_behavior?, log_z?,
+  lengths?, offsets?, ...) -> the same 7 outputs, from per-step inputs. Its `value` output
+  is differentiable: its gradient is the surrogate's (grad * c[b] on each step of
+  step_log_pf, grad * d[b] on step_log_pb, grad * e on log_z).
+- divergence_loss_backward(grad_loss [], c, d, e, lengths?, offsets?, shape, pf_dtype,
+  pb_dtype) -> (grad_step_log_pf, grad_step_log_pb, grad_log_z).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gfn_fast import _backend, reference
+from gfn_fast._checks import accumulation_dtype
+from gfn_fast.objectives import Coefficients
+
+_LIB = "gfn_fast"
+
+
+def _native(name: str):
+    return getattr(torch.ops.gfn_fast, name).default
+
+
+# ----------------------------------------------------------------------------------------
+# segment_sum
+# ----------------------------------------------------------------------------------------
+
+
+def segment_sum(values, lengths=None, offsets=None) -> torch.Tensor:
+    """[B] per-segment sums (see the module docstring for layouts)."""
+    if _backend.use_native(values):
+        return _native("segment_sum")(values, lengths, offsets)
+    return reference.segment_sum(values, lengths, offsets)
+
+
+def _batch_size(values, lengths, offsets) -> int:
+    return offsets.shape[0] - 1 if offsets is not None else values.shape[0]
+
+
+def _segment_sum_fake(values, lengths, offsets):
+    return values.new_empty(
+        (_batch_size(values, lengths, offsets),), dtype=accumulation_dtype(values.dtype)
+    )
+
+
+def _segment_sum_backward_fake(grad, lengths, offsets, shape, dtype):
+    return grad.new_empty(shape, dtype=dtype)
+
+
+def _segment_sum_setup(ctx, inputs, output):
+    values, lengths, offsets = inputs
+    ctx.save_for_backward(lengths, offsets)
+    ctx.shape, ctx.dtype = values.shape, values.dtype
+
+
+def _segment_sum_grad(ctx, grad):
+    lengths, offsets = ctx.saved_tensors
+    grad_values = _native("segment_sum_backward")(grad, lengths, offsets, ctx.shape, ctx.dtype)
+    return grad_values, None, None
+
+
+# ----------------------------------------------------------------------------------------
+# logprob_from_logits
+# ----------------------------------------------------------------------------------------
+
+
+def logprob_from_logits(logits, actions, action_mask=None, lengths=None, offsets=None):
+    """[B] per-trajectory sums of log softmax(masked logits)[action]."""
+    if _backend.use_native(logits):
+        logprob, _ = _native("logprob_from_logits")(logits, actions, action_mask, lengths, offsets)
+        return logprob
+    return reference.logprob_from_logits(logits, actions, action_mask, lengths, offsets)
+
+
+def _logprob_fake(logits, actions, action_mask, lengths, offsets):
+    acc = accumulation_dtype(logits.dtype)
+    batch = _batch_size(actions, lengths, offsets)
+    return logits.new_empty((batch,), dtype=acc), logits.new_empty(actions.shape, dtype=acc)
+
+
+def _logprob_backward_fake(grad, logits, actions, action_mask, step_lse, lengths, offsets):
+    return torch.empty_like(logits)
+
+
+def _logprob_setup(ctx, inputs, output):
+    logits, actions, action_mask, lengths, offsets = inputs
+    ctx.save_for_backward(logits, actions, action_mask, output[1], lengths, offsets)
+
+
+def _logprob_grad(ctx, grad_logprob, _grad_lse):
+    logits, actions, action_mask, step_lse, lengths, offsets = ctx.saved_tensors
+    grad_logits = _native("logprob_from_logits_backward")(
+        grad_logprob, logits, actions, action_mask, step_lse, lengths, offsets
+    )
+    return grad_logits, None, None, None, None
+
+
+# ----------------------------------------------------------------------------------------
+# batch_coefficients and the fused loss
+# ----------------------------------------------------------------------------------------
+
+
+def batch_coefficients(
+    log_pf, log_pb, log_reward, log_behavior, log_z, objective, control_variate, alpha, paper
+) -> Coefficients:
+    """Detached (c, d, e, value, ess, log_z_hat, skipped) for per-trajectory [K] inputs."""
+    args = (
+        log_pf.detach(),
+        None if log_pb is None else log_pb.detach(),
+        log_reward.detach(),
+        None if log_behavior is None else log_behavior.detach(),
+        None if log_z is None else log_z.detach(),
+        objective,
+        control_variate,
+        float(alpha),
+        bool(paper),
+    )
+    if _backend.use_native(log_pf):
+        return Coefficients(*_native("batch_coefficients")(*args))
+    return reference.batch_coefficients(*args)
+
+
+def _coefficients_fake(log_pf, log_pb, log_reward, log_behavior, log_z, *_):
+    acc = accumulation_dtype(log_pf.dtype)
+    scalar = log_pf.new_empty((), dtype=acc)
+    batch = log_pf.new_empty(log_pf.shape, dtype=acc)
+    return (batch, torch.empty_like(batch), scalar, scalar.clone(), scalar.clone(),
+            scalar.clone(), log_pf.new_empty((), dtype=torch.bool))
+
+
+def _fused_fake(step_log_pf, step_log_pb, log_reward, log_behavior, log_z, lengths, offsets, *_):
+    acc = accumulation_dtype(step_log_pf.dtype)
+    batch = log_reward.new_empty(log_reward.shape, dtype=acc)
+    scalar = log_reward.new_empty((), dtype=acc)
+    return (batch, torch.empty_like(batch), scalar, scalar.clone(), scalar.clone(),
+            scalar.clone(), log_reward.new_empty((), dtype=torch.bool))
+
+
+def _fused_backward_fake(grad, c, d, e, lengths, offsets, shape, pf_dtype, pb_dtype):
+    return (grad.new_empty(shape, dtype=pf_dtype), grad.new_empty(shape, dtype=pb_dtype),
+            torch.empty_like(e))
+
+
+def _fused_setup(ctx, inputs, output):
+    step_log_pf, step_log_pb, _, _, log_z, lengths, offsets = inputs[:7]
+    c, d, e = output[:3]
+    ctx.save_for_backward(c, d, e, lengths, offsets)
+    ctx.shape = step_log_pf.shape
+    ctx.pf_dtype = step_log_pf.dtype
+    ctx.pb_dtype = step_log_pf.dtype if step_log_pb is None else step_log_pb.dtype
+    ctx.has_pb, ctx.has_log_z = step_log_pb is not None, log_z is not None
+
+
+def _fused_grad(ctx, _gc, _gd, _ge, grad_value, _gess, _glzh, _gskip):
+    c, d, e, lengths, offsets = ctx.saved_tensors
+    grad_pf, grad_pb, grad_log_z = _native("divergence_loss_backward")(
+        grad_value, c, d, e, lengths, offsets, ctx.shape, ctx.pf_dtype, ctx.pb_dtype
+    )
+    return (grad_pf, grad_pb if ctx.has_pb else None, None, None,
+            grad_log_z if ctx.has_log_z else None, None, None, None, None, None, None)
+
+
+def divergence_from_steps(
+    step_log_pf, step_log_pb, log_reward, log_behavior, log_z, lengths, offsets,
+    objective, control_variate, alpha, paper,
+) -> tuple[torch.Tensor, Coefficients]:
+    """(loss, coefficients) from per-step log-probabilities, through the fused native op.
+
+    The loss equals `value`; its gradient is the surrogate's (module docstring).
+    """
+    out = _native("divergence_loss_fused")(
+        step_log_pf, step_log_pb, log_reward.detach(),
+        None if log_behavior is None else log_behavior.detach(),
+        log_z, lengths, offsets, objective, control_variate, float(alpha), bool(paper),
+    )
+    coefficients = Coefficients(*(t.detach() for t in out))
+    return out[3], coefficients
+
+
+def _register() -> None:
+    """Fake kernels and autograd for the native ops (only when the extension loaded)."""
+    fakes = {
+        "segment_sum": _segment_sum_fake,
+        "segment_sum_backward": _segment_sum_backward_fake,
+        "logprob_from_logits": _logprob_fake,
+        "logprob_from_logits_backward": _logprob_backward_fake,
+        "batch_coefficients": _coefficients_fake,
+        "divergence_loss_fused": _fused_fake,
+        "divergence_loss_backward": _fused_backward_fake,
+    }
+    for name, fake in fakes.items():
+        torch.library.register_fake(f"{_LIB}::{name}", fake)
+    torch.library.register_autograd(
+        f"{_LIB}::segment_sum", _segment_sum_grad, setup_context=_segment_sum_setup
+    )
+    torch.library.register_autograd(
+        f"{_LIB}::logprob_from_logits", _logprob_grad, setup_context=_logprob_setup
+    )
+    torch.library.register_autograd(
+        f"{_LIB}::divergence_loss_fused", _fused_grad, setup_context=_fused_setup
+    )
+
+
+if _backend._native is not None:
+    _register()

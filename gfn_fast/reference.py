@@ -1,0 +1,122 @@
+"""Pure-PyTorch version of every gfn_fast op: the oracle the native kernels are tested against.
+
+Written for clarity and numerical care, not speed. Accumulation happens in float32 (float64
+for float64 inputs), the same contract as the native kernels; the functions are
+differentiable through ordinary autograd. Only the steps inside a segment are read, so
+padding may hold anything (NaN, out-of-range actions).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gfn_fast import objectives
+from gfn_fast._checks import accumulation_dtype
+
+
+def segment_positions(
+    shape: tuple[int, ...], lengths: torch.Tensor | None, offsets: torch.Tensor | None, device
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(flat step positions inside a segment, their segment index, B) for either layout.
+
+    Padded: shape [B, T], positions index the flattened [B * T]. Packed: shape [N] with
+    offsets [B + 1]; positions outside offsets[0] .. offsets[-1] belong to no segment.
+    """
+    if offsets is not None:
+        offsets = offsets.to(torch.int64)
+        positions = torch.arange(shape[0], device=device)
+        segment = torch.searchsorted(offsets[1:], positions, right=True)
+        inside = (positions >= offsets[0]) & (positions < offsets[-1])
+        return positions[inside], segment[inside], offsets.numel() - 1
+    batch, steps = shape[0], shape[1]
+    step = torch.arange(steps, device=device).expand(batch, steps)
+    inside = step < steps if lengths is None else step < lengths.to(torch.int64).unsqueeze(1)
+    segment = torch.arange(batch, device=device).unsqueeze(1).expand(batch, steps)
+    return inside.reshape(-1).nonzero().squeeze(1), segment[inside], batch
+
+
+def _sum_by_segment(step_values: torch.Tensor, segment: torch.Tensor, batch: int) -> torch.Tensor:
+    out = torch.zeros(batch, dtype=step_values.dtype, device=step_values.device)
+    return out.index_add(0, segment, step_values)
+
+
+def segment_sum(
+    values: torch.Tensor, lengths: torch.Tensor | None = None, offsets: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[B] sums of per-step values; padded [B, T] with lengths, or packed [N] with offsets."""
+    positions, segment, batch = segment_positions(values.shape, lengths, offsets, values.device)
+    steps = values.reshape(-1)[positions].to(accumulation_dtype(values.dtype))
+    return _sum_by_segment(steps, segment, batch)
+
+
+def step_logprobs(
+    logits: torch.Tensor, actions: torch.Tensor, action_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(action), logsumexp) for logits [M, A] and actions [M]; masked actions excluded.
+
+    Raises:
+        ValueError: an action is out of range or masked.
+    """
+    num_actions = logits.shape[-1]
+    actions = actions.to(torch.int64)
+    if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= num_actions):
+        raise ValueError(
+            f"actions: expected values in [0, A={num_actions}) inside every segment, got min "
+            f"{int(actions.min())} and max {int(actions.max())}"
+        )
+    acc = logits.to(accumulation_dtype(logits.dtype))
+    if action_mask is not None:
+        chosen_allowed = action_mask.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        if not bool(chosen_allowed.all()):
+            raise ValueError(
+                f"actions: {int((~chosen_allowed).sum())} chosen action(s) are masked out by "
+                "action_mask (probability 0)"
+            )
+        acc = acc.masked_fill(~action_mask, float("-inf"))
+    lse = torch.logsumexp(acc, dim=-1)
+    chosen = acc.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return chosen - lse, lse
+
+
+def logprob_from_logits(
+    logits: torch.Tensor,
+    actions: torch.Tensor,
+    action_mask: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    offsets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[B] sums over each trajectory of log softmax(masked logits)[action].
+
+    Padded: logits [B, T, A], actions [B, T]; packed: logits [N, A], actions [N].
+    """
+    num_actions = logits.shape[-1]
+    positions, segment, batch = segment_positions(actions.shape, lengths, offsets, logits.device)
+    rows = logits.reshape(-1, num_actions)[positions]
+    mask = None if action_mask is None else action_mask.reshape(-1, num_actions)[positions]
+    step_logp, _ = step_logprobs(rows, actions.reshape(-1)[positions], mask)
+    return _sum_by_segment(step_logp, segment, batch)
+
+
+def batch_coefficients(
+    log_pf: torch.Tensor,
+    log_pb: torch.Tensor | None,
+    log_reward: torch.Tensor,
+    log_behavior: torch.Tensor | None,
+    log_z: torch.Tensor | None,
+    objective: str,
+    control_variate: str,
+    alpha: float,
+    paper_normalization: bool,
+) -> objectives.Coefficients:
+    """The detached batch step of MATH.md on per-trajectory [K] tensors."""
+    return objectives.coefficients(
+        objective,
+        control_variate,
+        log_pf=log_pf,
+        log_pb=log_pb,
+        log_reward=log_reward,
+        log_behavior=log_behavior,
+        log_z=log_z,
+        alpha=alpha,
+        paper_normalization=paper_normalization,
+    )

@@ -1,0 +1,61 @@
+"""Build of gfn_fast._C: C++ kernels always, CUDA kernels when torch has CUDA and nvcc exists.
+
+GFN_FAST_CUDA=0 or 1 forces the CUDA part off or on. TORCH_CUDA_ARCH_LIST overrides the
+default architectures (sm_80 and sm_90, plus PTX).
+"""
+
+import glob
+import os
+import shutil
+
+import torch
+from setuptools import setup
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _want_cuda() -> bool:
+    forced = os.environ.get("GFN_FAST_CUDA")
+    if forced is not None:
+        return forced == "1"
+    has_nvcc = cpp_extension.CUDA_HOME is not None or shutil.which("nvcc") is not None
+    return torch.version.cuda is not None and has_nvcc
+
+
+def _sources(pattern: str) -> list[str]:
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def _extension():
+    with_cuda = _want_cuda()
+    cxx_flags = ["-O3", "-Wall", "-Wextra", "-std=c++17"]
+    sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    macros = []
+    if not with_cuda:
+        return cpp_extension.CppExtension(
+            "gfn_fast._C",
+            sources,
+            extra_compile_args={"cxx": cxx_flags + ["-fopenmp"]},
+            extra_link_args=["-fopenmp"],
+            define_macros=macros,
+        )
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    macros.append(("GFN_FAST_WITH_CUDA", None))
+    sources += _sources("csrc/cuda/*.cpp") + _sources("csrc/cuda/*.cu")
+    return cpp_extension.CUDAExtension(
+        "gfn_fast._C",
+        sources,
+        extra_compile_args={
+            "cxx": cxx_flags + ["-fopenmp"],
+            "nvcc": ["-O3", "-std=c++17", "-lineinfo"],
+        },
+        extra_link_args=["-fopenmp"],
+        define_macros=macros,
+    )
+
+
+setup(
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+)
