@@ -1,7 +1,7 @@
 """gfn_fast: GFlowNet training with divergence objectives and fused C++/CUDA kernels.
 
-    import gfn_fast as gf
-    loss, stats = gf.divergence_loss("renyi", log_pf=..., log_pb=..., log_reward=...)
+import gfn_fast as gf
+loss, stats = gf.divergence_loss("renyi", log_pf=..., log_pb=..., log_reward=...)
 """
 
 from __future__ import annotations

@@ -31,9 +31,7 @@ _warned = False
 def _has_kernel(dispatch_key: str) -> bool:
     if _native is None:
         return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(
-        "gfn_fast::segment_sum", dispatch_key
-    )
+    return torch._C._dispatch_has_kernel_for_dispatch_key("gfn_fast::segment_sum", dispatch_key)
 
 
 def native_available(device_type: str = "cpu") -> bool:

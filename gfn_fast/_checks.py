@@ -37,7 +37,9 @@ def require_tensor(name: str, value, *, floating: bool = True) -> torch.Tensor:
 
 def require_shape(name: str, tensor: torch.Tensor, shape: tuple[int, ...], meaning: str) -> None:
     if tuple(tensor.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {meaning} = {tuple(shape)}, got {_describe(tensor)}")
+        raise ValueError(
+            f"{name}: expected shape {meaning} = {tuple(shape)}, got {_describe(tensor)}"
+        )
 
 
 def require_same_device(reference_name: str, reference: torch.Tensor, **others) -> None:
@@ -63,7 +65,9 @@ def segment_layout(
     if offsets is not None:
         require_tensor("offsets", offsets, floating=False)
         if offsets.dim() != 1 or offsets.numel() < 1:
-            raise ValueError(f"offsets: expected a 1-D tensor [B + 1] with B >= 0, got {_describe(offsets)}")
+            raise ValueError(
+                f"offsets: expected a 1-D tensor [B + 1] with B >= 0, got {_describe(offsets)}"
+            )
         if core != 1:
             raise ValueError(
                 f"{name}: with offsets (packed layout) expected {1 + trailing} dims [N"
@@ -109,5 +113,11 @@ def check_finite(name: str, tensor: torch.Tensor, *, allow_neg_inf: bool = False
     bad_pos = int(torch.isposinf(tensor).sum())
     bad_neg = 0 if allow_neg_inf else int(torch.isneginf(tensor).sum())
     if bad_nan or bad_pos or bad_neg:
-        parts = [f"{n} {kind}" for n, kind in ((bad_nan, "NaN"), (bad_pos, "+inf"), (bad_neg, "-inf")) if n]
-        raise ValueError(f"{name}: expected finite values, got {', '.join(parts)} of {tensor.numel()}")
+        parts = [
+            f"{n} {kind}"
+            for n, kind in ((bad_nan, "NaN"), (bad_pos, "+inf"), (bad_neg, "-inf"))
+            if n
+        ]
+        raise ValueError(
+            f"{name}: expected finite values, got {', '.join(parts)} of {tensor.numel()}"
+        )

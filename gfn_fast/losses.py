@@ -84,7 +84,9 @@ def divergence_loss(
     require_tensor("log_pf", log_pf)
     require_tensor("log_reward", log_reward)
     if log_reward.dim() != 1:
-        raise ValueError(f"log_reward: expected a 1-D tensor [B], got shape {tuple(log_reward.shape)}")
+        raise ValueError(
+            f"log_reward: expected a 1-D tensor [B], got shape {tuple(log_reward.shape)}"
+        )
     per_step = lengths is not None or offsets is not None or log_pf.dim() != 1
     batch = segment_layout("log_pf", log_pf, lengths, offsets)[0] if per_step else log_pf.shape[0]
     require_shape("log_reward", log_reward, (batch,), "[B] from log_pf")
@@ -96,18 +98,42 @@ def divergence_loss(
         require_shape("log_behavior", log_behavior, (batch,), "[B]")
     log_z = _as_log_z(log_z, log_pf)
     require_same_device(
-        "log_pf", log_pf, log_pb=log_pb, log_reward=log_reward, log_behavior=log_behavior, log_z=log_z
+        "log_pf",
+        log_pf,
+        log_pb=log_pb,
+        log_reward=log_reward,
+        log_behavior=log_behavior,
+        log_z=log_z,
     )
     paper = normalization == "paper"
     check_arguments(objective, control_variate, alpha, paper, log_z, log_behavior, batch)
     if validate:
-        _validate_values(objective, alpha, log_pf, log_pb, log_reward, lengths, offsets,
-                         log_behavior, log_z, per_step)
+        _validate_values(
+            objective,
+            alpha,
+            log_pf,
+            log_pb,
+            log_reward,
+            lengths,
+            offsets,
+            log_behavior,
+            log_z,
+            per_step,
+        )
 
     if per_step and _backend.use_native(log_pf):
         loss, coefficients = ops.divergence_from_steps(
-            log_pf, log_pb, log_reward, log_behavior, log_z, lengths, offsets,
-            objective, control_variate, alpha, paper,
+            log_pf,
+            log_pb,
+            log_reward,
+            log_behavior,
+            log_z,
+            lengths,
+            offsets,
+            objective,
+            control_variate,
+            alpha,
+            paper,
         )
     else:
         s = ops.segment_sum(log_pf, lengths, offsets) if per_step else log_pf
@@ -147,12 +173,15 @@ def _as_log_z(log_z, like: torch.Tensor) -> torch.Tensor | None:
         return torch.tensor(float(log_z), dtype=accumulation_dtype(like.dtype), device=like.device)
     require_tensor("log_z", log_z)
     if log_z.numel() != 1:
-        raise ValueError(f"log_z: expected a scalar (0-dim or one element), got shape {tuple(log_z.shape)}")
+        raise ValueError(
+            f"log_z: expected a scalar (0-dim or one element), got shape {tuple(log_z.shape)}"
+        )
     return log_z.reshape(())
 
 
-def _validate_values(objective, alpha, log_pf, log_pb, log_reward, lengths, offsets,
-                     log_behavior, log_z, per_step) -> None:
+def _validate_values(
+    objective, alpha, log_pf, log_pb, log_reward, lengths, offsets, log_behavior, log_z, per_step
+) -> None:
     """The host-syncing checks of MATH.md's edge-case contract."""
     if per_step:
         check_layout_values(log_pf, lengths, offsets)
@@ -170,11 +199,15 @@ def _validate_values(objective, alpha, log_pf, log_pb, log_reward, lengths, offs
         if zero_rewards and needs_finite_rewards(objective, alpha):
             raise ValueError(
                 f"log_reward: {zero_rewards} of {log_reward.numel()} trajectories have "
-                f"log_reward = -inf (zero reward), where {objective}"
-                f"{f' with alpha={alpha}' if objective in ('renyi', 'tsallis') else ''} is infinite. "
+                f"log_reward = -inf (zero reward), where {_describe_objective(objective, alpha)} "
+                "is infinite. "
                 "Clamp the log-rewards (e.g. log_reward.clamp_min(-1e3)) or use forward_kl, "
                 "or renyi/tsallis with alpha < 1."
             )
+
+
+def _describe_objective(objective: str, alpha: float) -> str:
+    return f"{objective} with alpha={alpha}" if objective in ("renyi", "tsallis") else objective
 
 
 def _check_outputs(objective, alpha, coefficients: Coefficients) -> None:

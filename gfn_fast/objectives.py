@@ -221,7 +221,11 @@ def _tsallis(batch: _Batch, cv: str, alpha: float, log_z_ref: torch.Tensor, ref_
 
 
 def _tsallis_log_z_grad(batch: _Batch, log_z: torch.Tensor) -> torch.Tensor:
-    """e = 1 - mean_k rho_k exp(l_k - log Z): unbiased gradient of E_q[e^{l - c}] + c at c = log Z."""
+    """e = 1 - mean_k rho_k exp(l_k - log Z).
+
+    It is an unbiased gradient of the convex E_q[e^{l - c}] + c at c = log Z, whose
+    minimiser is the true log Z.
+    """
     return -torch.expm1(batch.log_z_hat - log_z)
 
 

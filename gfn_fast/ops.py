@@ -146,21 +146,38 @@ def _coefficients_fake(log_pf, log_pb, log_reward, log_behavior, log_z, *_):
     acc = accumulation_dtype(log_pf.dtype)
     scalar = log_pf.new_empty((), dtype=acc)
     batch = log_pf.new_empty(log_pf.shape, dtype=acc)
-    return (batch, torch.empty_like(batch), scalar, scalar.clone(), scalar.clone(),
-            scalar.clone(), log_pf.new_empty((), dtype=torch.bool))
+    return (
+        batch,
+        torch.empty_like(batch),
+        scalar,
+        scalar.clone(),
+        scalar.clone(),
+        scalar.clone(),
+        log_pf.new_empty((), dtype=torch.bool),
+    )
 
 
 def _fused_fake(step_log_pf, step_log_pb, log_reward, log_behavior, log_z, lengths, offsets, *_):
     acc = accumulation_dtype(step_log_pf.dtype)
     batch = log_reward.new_empty(log_reward.shape, dtype=acc)
     scalar = log_reward.new_empty((), dtype=acc)
-    return (batch, torch.empty_like(batch), scalar, scalar.clone(), scalar.clone(),
-            scalar.clone(), log_reward.new_empty((), dtype=torch.bool))
+    return (
+        batch,
+        torch.empty_like(batch),
+        scalar,
+        scalar.clone(),
+        scalar.clone(),
+        scalar.clone(),
+        log_reward.new_empty((), dtype=torch.bool),
+    )
 
 
 def _fused_backward_fake(grad, c, d, e, lengths, offsets, shape, pf_dtype, pb_dtype):
-    return (grad.new_empty(shape, dtype=pf_dtype), grad.new_empty(shape, dtype=pb_dtype),
-            torch.empty_like(e))
+    return (
+        grad.new_empty(shape, dtype=pf_dtype),
+        grad.new_empty(shape, dtype=pb_dtype),
+        torch.empty_like(e),
+    )
 
 
 def _fused_setup(ctx, inputs, output):
@@ -178,22 +195,50 @@ def _fused_grad(ctx, _gc, _gd, _ge, grad_value, _gess, _glzh, _gskip):
     grad_pf, grad_pb, grad_log_z = _native("divergence_loss_backward")(
         grad_value, c, d, e, lengths, offsets, ctx.shape, ctx.pf_dtype, ctx.pb_dtype
     )
-    return (grad_pf, grad_pb if ctx.has_pb else None, None, None,
-            grad_log_z if ctx.has_log_z else None, None, None, None, None, None, None)
+    return (
+        grad_pf,
+        grad_pb if ctx.has_pb else None,
+        None,
+        None,
+        grad_log_z if ctx.has_log_z else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 def divergence_from_steps(
-    step_log_pf, step_log_pb, log_reward, log_behavior, log_z, lengths, offsets,
-    objective, control_variate, alpha, paper,
+    step_log_pf,
+    step_log_pb,
+    log_reward,
+    log_behavior,
+    log_z,
+    lengths,
+    offsets,
+    objective,
+    control_variate,
+    alpha,
+    paper,
 ) -> tuple[torch.Tensor, Coefficients]:
     """(loss, coefficients) from per-step log-probabilities, through the fused native op.
 
     The loss equals `value`; its gradient is the surrogate's (module docstring).
     """
     out = _native("divergence_loss_fused")(
-        step_log_pf, step_log_pb, log_reward.detach(),
+        step_log_pf,
+        step_log_pb,
+        log_reward.detach(),
         None if log_behavior is None else log_behavior.detach(),
-        log_z, lengths, offsets, objective, control_variate, float(alpha), bool(paper),
+        log_z,
+        lengths,
+        offsets,
+        objective,
+        control_variate,
+        float(alpha),
+        bool(paper),
     )
     coefficients = Coefficients(*(t.detach() for t in out))
     return out[3], coefficients
