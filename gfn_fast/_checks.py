@@ -27,9 +27,9 @@ def require_tensor(name: str, value, *, floating: bool = True) -> torch.Tensor:
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
     allowed = FLOAT_DTYPES if floating else INDEX_DTYPES
     if value.dtype not in allowed:
-        kinds = "floating" if floating else "integer index"
+        kinds = "a floating" if floating else "an integer index"
         raise ValueError(
-            f"{name}: expected a {kinds} tensor with dtype in {[str(d) for d in allowed]}, "
+            f"{name}: expected {kinds} tensor with dtype in {[str(d) for d in allowed]}, "
             f"got {_describe(value)}"
         )
     return value
