@@ -58,7 +58,11 @@ def divergence_loss(
         log_behavior: [B] log q(tau) of the behaviour policy for off-policy batches.
         normalization: "amari" (divides by alpha (alpha - 1), >= 0 for every alpha) or
             "paper" (the paper's scaling, alpha times amari; needs alpha > 0).
-        process_group: not supported yet (distributed batches are a later issue).
+        process_group: a torch.distributed group across which the batch is split (any
+            split, also uneven or empty on some ranks). Coefficients, value and diagnostics
+            are then those of the unsplit batch, and the gradient of each rank's loss is
+            scaled by the world size, so that DistributedDataParallel's gradient averaging
+            yields exactly the unsplit batch's gradient.
         validate: check values (NaN, inf, ranges, -inf rewards) at the cost of host syncs.
 
     Returns:
@@ -74,11 +78,6 @@ def divergence_loss(
             input; log_reward = -inf where the divergence is infinite; B < 2 with "loo";
             coefficients that overflow.
     """
-    if process_group is not None:
-        raise NotImplementedError(
-            "process_group: distributed batches are not supported yet; got "
-            f"{type(process_group).__name__}. Concatenate the batch on one process instead."
-        )
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, got {normalization!r}")
     require_tensor("log_pf", log_pf)
@@ -106,7 +105,8 @@ def divergence_loss(
         log_z=log_z,
     )
     paper = normalization == "paper"
-    check_arguments(objective, control_variate, alpha, paper, log_z, log_behavior, batch)
+    local_k = batch if process_group is None else None  # the global K is checked later
+    check_arguments(objective, control_variate, alpha, paper, log_z, log_behavior, local_k)
     if validate:
         _validate_values(
             objective,
@@ -121,7 +121,7 @@ def divergence_loss(
             per_step,
         )
 
-    if per_step and _backend.use_native(log_pf):
+    if per_step and process_group is None and _backend.use_native(log_pf):
         loss, coefficients = ops.divergence_from_steps(
             log_pf,
             log_pb,
@@ -141,9 +141,18 @@ def divergence_loss(
         if log_pb is not None:
             b = ops.segment_sum(log_pb, lengths, offsets) if per_step else log_pb
         coefficients = ops.batch_coefficients(
-            s, b, log_reward, log_behavior, log_z, objective, control_variate, alpha, paper
+            s,
+            b,
+            log_reward,
+            log_behavior,
+            log_z,
+            objective,
+            control_variate,
+            alpha,
+            paper,
+            process_group,
         )
-        loss = _surrogate(coefficients, s, b, log_z)
+        loss = _surrogate(coefficients, s, b, log_z, _world_size(process_group))
     if validate:
         _check_outputs(objective, alpha, coefficients)
     stats = {
@@ -155,10 +164,26 @@ def divergence_loss(
     return loss, stats
 
 
-def _surrogate(coefficients: Coefficients, s, b, log_z) -> torch.Tensor:
-    """value + (L - L.detach()): the divergence as value, the estimator as gradient."""
+def _world_size(process_group) -> int:
+    if process_group is None:
+        return 1
+    import torch.distributed as dist
+
+    return dist.get_world_size(process_group)
+
+
+def _surrogate(coefficients: Coefficients, s, b, log_z, world_size: int = 1) -> torch.Tensor:
+    """value + (L - L.detach()): the divergence as value, the estimator as gradient.
+
+    Each rank of a split batch holds its own trajectories' terms, scaled by the world size
+    for DDP's averaging; e multiplies log Z, which every rank shares, so it is not scaled.
+    """
     loss = coefficients.value
-    terms = [(coefficients.c, s), (coefficients.d, b), (coefficients.e, log_z)]
+    terms = [
+        (world_size * coefficients.c, s),
+        (world_size * coefficients.d, b),
+        (coefficients.e, log_z),
+    ]
     for coefficient, x in terms:
         if x is not None and x.requires_grad:
             weighted = (coefficient * x).sum()

@@ -21,6 +21,8 @@ from typing import NamedTuple
 
 import torch
 
+from gfn_fast.batch_reduce import GroupReduce, LocalReduce
+
 OBJECTIVES = ("tb", "vargrad", "reverse_kl", "forward_kl", "renyi", "tsallis")
 CONTROL_VARIATES = ("loo", "none")
 NORMALIZATIONS = ("amari", "paper")
@@ -78,12 +80,12 @@ def _expm1_over(t: torch.Tensor, h: float, v: torch.Tensor) -> torch.Tensor:
     return torch.where(small, v * _phi(torch.where(small, t, torch.zeros_like(t))), direct)
 
 
-def _weighted_mean(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _weighted_mean(reduce, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """sum_k p_k x_k, where p_k = 0 contributes 0 even when x_k is infinite."""
-    return torch.where(p > 0, p * x, torch.zeros_like(x)).sum()
+    return reduce.sum(torch.where(p > 0, p * x, torch.zeros_like(x)))
 
 
-def _tilt(p: torch.Tensor, l: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _tilt(reduce, p: torch.Tensor, l: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
     """For weights p (summing to 1) and values l, returns exactly
 
         grad_k = (softmax(log p + h l)_k - p_k) / h      and      log(sum_k p_k e^{h l_k}) / h,
@@ -91,40 +93,41 @@ def _tilt(p: torch.Tensor, l: torch.Tensor, h: float) -> tuple[torch.Tensor, tor
     with their limits p_k (l_k - mean) and mean = sum p l at h = 0. Near h = 0 it uses
     MATH.md's phi(t) = expm1(t) / t form, which loses no precision; elsewhere the direct one.
     """
-    mean = _weighted_mean(p, l)
+    mean = _weighted_mean(reduce, p, l)
     v = torch.where(p > 0, l - mean, torch.zeros_like(l))
     if h == 0:
         return p * v, mean
     t = h * v
-    stable_ok = torch.isfinite(mean) & (t.abs().max() <= STABLE_TILT_LIMIT)
+    stable_ok = torch.isfinite(mean) & (reduce.max(t.abs()) <= STABLE_TILT_LIMIT)
     v_phi = v * _phi(torch.where(stable_ok, t, torch.zeros_like(t)))
-    moment = (p * v_phi).sum()
+    moment = reduce.sum(p * v_phi)
     stable_grad = p * (v_phi - moment) / (1 + h * moment)
     stable_log_mgf = mean + torch.log1p(h * moment) / h
 
     # Zero-weight entries are left out, so l = -inf with h < 0 cannot make -inf + inf.
     tilted_logits = torch.where(p > 0, torch.log(p) + h * l, torch.full_like(l, -math.inf))
-    direct_grad = (torch.softmax(tilted_logits, dim=0) - p) / h
-    direct_log_mgf = torch.logsumexp(tilted_logits, dim=0) / h
+    direct_grad = (reduce.softmax(tilted_logits) - p) / h
+    direct_log_mgf = reduce.logsumexp(tilted_logits) / h
     grad = torch.where(stable_ok, stable_grad, direct_grad)
     return grad, torch.where(stable_ok, stable_log_mgf, direct_log_mgf)
 
 
-def _loo(f: torch.Tensor) -> torch.Tensor:
+def _loo(batch: _Batch, f: torch.Tensor) -> torch.Tensor:
     """f_k - mean_{j != k} f_j = K / (K - 1) (f_k - mean f)."""
-    k = f.numel()
-    return k / (k - 1) * (f - f.mean())
+    k = batch.k
+    return k / (k - 1) * (f - batch.mean(f))
 
 
 class _Batch:
     """The detached float64 quantities every objective starts from."""
 
-    def __init__(self, log_pf, log_pb, log_reward, log_behavior):
+    def __init__(self, log_pf, log_pb, log_reward, log_behavior, reduce, k: int):
         f64 = torch.float64
+        self.reduce = reduce
         self.s = log_pf.detach().to(f64)
         self.b = torch.zeros_like(self.s) if log_pb is None else log_pb.detach().to(f64)
         self.r = log_reward.detach().to(f64)
-        self.k = self.s.numel()
+        self.k = k
         self.l = self.r + self.b - self.s
         self.on_policy = log_behavior is None
         self.log_rho = (
@@ -132,13 +135,16 @@ class _Batch:
         )
         self.rho = torch.exp(self.log_rho)
         # pi_k = rho_k / sum_j rho_j (1/K on-policy)
-        self.pi = torch.softmax(self.log_rho, dim=0)
+        self.pi = reduce.softmax(self.log_rho)
         log_w0 = self.l + self.log_rho
-        self.lse0 = torch.logsumexp(log_w0, dim=0)
+        self.lse0 = reduce.logsumexp(log_w0)
         self.skipped = torch.isneginf(self.lse0)
         self.w0 = torch.where(self.skipped, torch.zeros_like(log_w0), torch.exp(log_w0 - self.lse0))
         self.log_z_hat = self.lse0 - math.log(self.k)
-        self.ess = torch.where(self.skipped, self.lse0.new_zeros(()), 1.0 / (self.w0**2).sum())
+        self.ess = torch.where(self.skipped, self.lse0.new_zeros(()), 1.0 / reduce.sum(self.w0**2))
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reduce.mean(x, self.k)
 
     def zero(self) -> torch.Tensor:
         return self.s.new_zeros(())
@@ -147,35 +153,36 @@ class _Batch:
 def _tb(batch: _Batch, cv: str, log_z: torch.Tensor):
     delta = log_z - batch.l
     k = batch.k
-    c = -2 * _loo(batch.l) / k if cv == "loo" else 2 * delta / k
-    return c, -2 * delta / k, 2 * delta.mean(), (delta**2).mean()
+    c = -2 * _loo(batch, batch.l) / k if cv == "loo" else 2 * delta / k
+    return c, -2 * delta / k, 2 * batch.mean(delta), batch.mean(delta**2)
 
 
 def _vargrad(batch: _Batch):
-    centred = batch.l - batch.l.mean()
+    centred = batch.l - batch.mean(batch.l)
     k = batch.k
-    return -2 * centred / k, 2 * centred / k, batch.zero(), (centred**2).mean()
+    return -2 * centred / k, 2 * centred / k, batch.zero(), batch.mean(centred**2)
 
 
 def _reverse_kl(batch: _Batch, cv: str, log_z: torch.Tensor | None):
     k, rho, l = batch.k, batch.rho, batch.l
-    c = -rho * _loo(l) / k if cv == "loo" else rho * (1 - l) / k
+    c = -rho * _loo(batch, l) / k if cv == "loo" else rho * (1 - l) / k
     log_z_value = batch.log_z_hat if log_z is None else log_z
-    return c, -rho / k, batch.zero(), log_z_value - (rho * l).mean()
+    return c, -rho / k, batch.zero(), log_z_value - batch.mean(rho * l)
 
 
 def _forward_kl(batch: _Batch, cv: str):
     w = batch.w0
     c = -(w - batch.pi) if cv == "loo" else -w
-    d, mean_l = _tilt(w, batch.l, 0.0)
+    d, mean_l = _tilt(batch.reduce, w, batch.l, 0.0)
     return c, d, batch.zero(), mean_l - batch.log_z_hat
 
 
 def _renyi(batch: _Batch, cv: str, alpha: float):
     h = 1.0 - alpha
-    w = torch.softmax(h * batch.l + batch.log_rho, dim=0)
-    pi_tilt_grad, pi_log_mgf = _tilt(batch.pi, batch.l, h)
-    w0_tilt_grad, w0_log_mgf = _tilt(batch.w0, batch.l, -alpha)
+    reduce = batch.reduce
+    w = reduce.softmax(h * batch.l + batch.log_rho)
+    pi_tilt_grad, pi_log_mgf = _tilt(reduce, batch.pi, batch.l, h)
+    w0_tilt_grad, w0_log_mgf = _tilt(reduce, batch.w0, batch.l, -alpha)
     c = -pi_tilt_grad if cv == "loo" else w / (alpha - 1)  # (w - pi) / (alpha - 1) for loo
     # d = -w / alpha; near alpha = 0 the equivalent -(w_alpha - w_0) / alpha.
     d = w0_tilt_grad if abs(alpha) < ALPHA_ZERO_WINDOW else -w / alpha
@@ -183,7 +190,7 @@ def _renyi(batch: _Batch, cv: str, alpha: float):
         # (log Zhat - log Mhat) / alpha rewritten around the w0 tilt: exact and finite at 0.
         value = (w0_log_mgf - batch.log_z_hat) / h
     else:
-        log_mean_rho = torch.logsumexp(batch.log_rho, dim=0) - math.log(batch.k)
+        log_mean_rho = reduce.logsumexp(batch.log_rho) - math.log(batch.k)
         log_m_hat = log_mean_rho / h + pi_log_mgf
         value = (batch.log_z_hat - log_m_hat) / alpha
     return c, d, batch.zero(), value
@@ -197,7 +204,7 @@ def _tsallis(batch: _Batch, cv: str, alpha: float, log_z_ref: torch.Tensor, ref_
     g = torch.exp(t)
     if cv == "loo":
         # loo(g) / (alpha - 1) = -loo(expm1(t) / (1 - alpha)), stable near alpha = 1.
-        c = -rho * _loo(_expm1_over(t, h, v)) / k
+        c = -rho * _loo(batch, _expm1_over(t, h, v)) / k
     else:
         c = rho * g / (k * (alpha - 1))
     if abs(alpha) < ALPHA_ZERO_WINDOW:
@@ -210,11 +217,11 @@ def _tsallis(batch: _Batch, cv: str, alpha: float, log_z_ref: torch.Tensor, ref_
     if abs(alpha) <= 0.5:
         g0 = torch.exp(v)
         shift = _expm1_over(-alpha * v, -alpha, v)
-        tilted = torch.where(g0 > 0, rho * g0 * shift, torch.zeros_like(g0)).mean()
+        tilted = batch.mean(torch.where(g0 > 0, rho * g0 * shift, torch.zeros_like(g0)))
         offset = batch.zero() if ref_is_batch else torch.expm1(batch.log_z_hat - log_z_ref)
         value = tilted / h + offset / (alpha * (alpha - 1))
     else:
-        value = -(rho * _expm1_over(t, h, v)).mean() / alpha + (rho.mean() - 1) / (
+        value = -batch.mean(rho * _expm1_over(t, h, v)) / alpha + (batch.mean(rho) - 1) / (
             alpha * (alpha - 1)
         )
     return c, d, value
@@ -240,20 +247,25 @@ def coefficients(
     log_z: torch.Tensor | None = None,
     alpha: float = 0.5,
     paper_normalization: bool = False,
+    process_group=None,
 ) -> Coefficients:
     """Coefficients (c, d, e) and diagnostics of MATH.md for K trajectories.
 
     Inputs are per-trajectory [K] tensors (log_z 0-dim). Validation of values (NaN, -inf
-    rewards) is the caller's job; this function checks only the arguments' kinds.
+    rewards) is the caller's job; this function checks only the arguments' kinds. With a
+    torch.distributed `process_group`, the inputs are this rank's slice of the batch and
+    the result is this slice of the unsplit batch's coefficients (e, value and the
+    diagnostics are the global ones).
 
     Raises:
         ValueError: unknown objective or control variate, K < 2 with "loo", tb without
             log_z, tb "loo" off-policy, or paper normalisation with alpha <= 0.
     """
-    k = log_pf.numel()
+    reduce = LocalReduce() if process_group is None else GroupReduce(process_group)
+    k = reduce.count(log_pf.numel())
     check_arguments(objective, control_variate, alpha, paper_normalization, log_z, log_behavior, k)
     out_dtype = torch.float64 if log_pf.dtype == torch.float64 else torch.float32
-    batch = _Batch(log_pf, log_pb, log_reward, log_behavior)
+    batch = _Batch(log_pf, log_pb, log_reward, log_behavior, reduce, k)
     log_z64 = None if log_z is None else torch.as_tensor(log_z).detach().to(torch.float64)
 
     # Renyi and Tsallis at alpha exactly 0 or 1 are forward and reverse KL (MATH.md).
@@ -301,9 +313,12 @@ def coefficients(
 
 
 def check_arguments(
-    objective, control_variate, alpha, paper_normalization, log_z, log_behavior, k: int
+    objective, control_variate, alpha, paper_normalization, log_z, log_behavior, k: int | None
 ) -> None:
-    """ValueError for argument combinations MATH.md rules out (no tensor values read)."""
+    """ValueError for argument combinations MATH.md rules out (no tensor values read).
+
+    k is the batch size, or None when it is not known here (split across processes).
+    """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
     if control_variate not in CONTROL_VARIATES:
@@ -325,7 +340,7 @@ def check_arguments(
                 'control_variate: "loo" for tb is unbiased only on-policy, but log_behavior '
                 'was given; use control_variate="none" for off-policy tb'
             )
-    if control_variate == "loo" and objective != "vargrad" and k < 2:
+    if control_variate == "loo" and objective != "vargrad" and k is not None and k < 2:
         raise ValueError(
             f"log_pf: leave-one-out needs at least 2 trajectories, got K={k}; "
             'use control_variate="none" or a larger batch'

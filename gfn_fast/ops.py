@@ -123,9 +123,22 @@ def _logprob_grad(ctx, grad_logprob, _grad_lse):
 
 
 def batch_coefficients(
-    log_pf, log_pb, log_reward, log_behavior, log_z, objective, control_variate, alpha, paper
+    log_pf,
+    log_pb,
+    log_reward,
+    log_behavior,
+    log_z,
+    objective,
+    control_variate,
+    alpha,
+    paper,
+    process_group=None,
 ) -> Coefficients:
-    """Detached (c, d, e, value, ess, log_z_hat, skipped) for per-trajectory [K] inputs."""
+    """Detached (c, d, e, value, ess, log_z_hat, skipped) for per-trajectory [K] inputs.
+
+    A batch split across a process group always takes the reference path: its few global
+    statistics are all-reduced between the reductions (gfn_fast.batch_reduce).
+    """
     args = (
         log_pf.detach(),
         None if log_pb is None else log_pb.detach(),
@@ -137,9 +150,9 @@ def batch_coefficients(
         float(alpha),
         bool(paper),
     )
-    if _backend.use_native(log_pf):
+    if process_group is None and _backend.use_native(log_pf):
         return Coefficients(*_native("batch_coefficients")(*args))
-    return reference.batch_coefficients(*args)
+    return reference.batch_coefficients(*args, process_group)
 
 
 def _coefficients_fake(log_pf, log_pb, log_reward, log_behavior, log_z, *_):

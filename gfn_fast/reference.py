@@ -107,6 +107,7 @@ def batch_coefficients(
     control_variate: str,
     alpha: float,
     paper_normalization: bool,
+    process_group=None,
 ) -> objectives.Coefficients:
     """The detached batch step of MATH.md on per-trajectory [K] tensors."""
     return objectives.coefficients(
@@ -119,4 +120,5 @@ def batch_coefficients(
         log_z=log_z,
         alpha=alpha,
         paper_normalization=paper_normalization,
+        process_group=process_group,
     )

@@ -203,13 +203,6 @@ def test_packed_offsets_must_not_decrease():
         )
 
 
-def test_process_group_is_refused_clearly():
-    with pytest.raises(NotImplementedError, match="process_group"):
-        gf.divergence_loss(
-            "renyi", log_pf=torch.zeros(3), log_reward=torch.zeros(3), process_group=object()
-        )
-
-
 def test_paper_score_control_variate():
     gen = torch.Generator().manual_seed(0)
     grads = [torch.randn(3, 2, generator=gen), torch.randn(5, generator=gen)]
