@@ -1,0 +1,167 @@
+"""Interfaces shared by the batched environments.
+
+A discrete environment holds no per-trajectory state: states are int64 tensors [B, W]
+and every method maps a batch of states to a batch of results, on the states' device.
+Every action moves one level down a DAG (one step further from the initial state), so
+the exact terminal distribution is a level-by-level dynamic programme (see metrics.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class DiscreteEnv:
+    """A GFlowNet over a finite DAG of states, stepped for a whole batch at once.
+
+    Subclasses set `n_actions`, `n_backward_actions`, `max_length` (most forward steps of a
+    trajectory), `feature_dim`, `state_radix` (per state column, an upper bound on its
+    values plus one, used to give every state a unique int64 code) and `is_tree` (True when
+    each state has one parent, so p_B = 1), and implement the methods that raise below.
+    """
+
+    n_actions: int
+    n_backward_actions: int
+    max_length: int
+    feature_dim: int
+    state_radix: tuple[int, ...]
+    is_tree: bool = False
+
+    def initial_states(self, batch_size: int, device=None) -> torch.Tensor:
+        """[batch_size, W] int64 copies of the initial state s0."""
+        raise NotImplementedError
+
+    def forward_mask(self, states: torch.Tensor) -> torch.Tensor:
+        """[B, n_actions] bool: the actions allowed in each state (all False if terminal)."""
+        raise NotImplementedError
+
+    def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Children of `states` [B, W] under allowed `actions` [B] (int64)."""
+        raise NotImplementedError
+
+    def backward_mask(self, states: torch.Tensor) -> torch.Tensor:
+        """[B, n_backward_actions] bool: the ways back to a parent (all False at s0)."""
+        raise NotImplementedError
+
+    def backward_step(self, states: torch.Tensor, backward_actions: torch.Tensor) -> torch.Tensor:
+        """Parents of `states` [B, W] under allowed `backward_actions` [B]."""
+        raise NotImplementedError
+
+    def backward_action(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """[B] the backward action that undoes `actions` taken from `states`."""
+        raise NotImplementedError
+
+    def is_terminal(self, states: torch.Tensor) -> torch.Tensor:
+        """[B] bool: the state is a finished object x (no forward action left)."""
+        raise NotImplementedError
+
+    def log_reward(self, states: torch.Tensor) -> torch.Tensor:
+        """[B] float32 log R(x) of terminal states."""
+        raise NotImplementedError
+
+    def features(self, states: torch.Tensor) -> torch.Tensor:
+        """[B, feature_dim] float32 policy input."""
+        raise NotImplementedError
+
+    def max_log_reward(self) -> float:
+        """max_x log R(x), by enumeration unless a subclass knows it in closed form."""
+        return float(self.log_reward(self.terminal_states()).max())
+
+    def state_code(self, states: torch.Tensor) -> torch.Tensor:
+        """[B] int64 code, equal for equal states and distinct otherwise."""
+        code = torch.zeros(states.shape[0], dtype=torch.int64, device=states.device)
+        for column, radix in enumerate(self.state_radix):
+            code = code * radix + states[:, column]
+        return code
+
+    def log_pb_uniform(self, states: torch.Tensor) -> torch.Tensor:
+        """[B] log of the uniform backward probability into `states`: -log(#parents)."""
+        parents = self.backward_mask(states).sum(-1).clamp_min(1)
+        return -torch.log(parents.to(torch.float32))
+
+    def expand(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every allowed transition out of `states` [B, W].
+
+        Returns (parent [M] index into states, action [M], child [M, W]).
+        """
+        parent, action = self.forward_mask(states).nonzero(as_tuple=True)
+        return parent, action, self.step(states[parent], action)
+
+    def terminal_states(self, device=None) -> torch.Tensor:
+        """[M, W] every terminal state, in ascending `state_code` order (breadth-first)."""
+        frontier = self.initial_states(1, device)
+        terminals = []
+        while frontier.shape[0]:
+            _, _, children = self.expand(frontier)
+            children = unique_states(self, children)[0]
+            done = self.is_terminal(children)
+            terminals.append(children[done])
+            frontier = children[~done]
+        return unique_states(self, torch.cat(terminals))[0]
+
+    def log_partition(self) -> float:
+        """Exact log Z = log sum_x R(x), by enumeration unless known in closed form."""
+        return float(torch.logsumexp(self.log_reward(self.terminal_states()).double(), 0))
+
+
+def unique_states(env: DiscreteEnv, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct rows of `states` [B, W] sorted by code, and [B] the index of each row's copy."""
+    codes, inverse = torch.unique(env.state_code(states), return_inverse=True)
+    first = torch.full((codes.shape[0],), states.shape[0], dtype=torch.int64, device=states.device)
+    first = first.scatter_reduce(
+        0, inverse, torch.arange(states.shape[0], device=states.device), "amin"
+    )
+    return states[first], inverse
+
+
+class ContinuousEnv:
+    """A 2-D continuous task: from s0 = (0, 0), step t replaces coordinate t with a real value.
+
+    Each x has exactly one trajectory, so p_B = 1 and p_T(x) = p_F(tau). Subclasses give a
+    normalised target density (`log_reward`, log Z = 0), exact target samples, and the
+    location/scale of the target per coordinate (used to initialise the policy).
+    """
+
+    dim: int = 2
+    max_length: int = 2
+    feature_dim: int = 4  # (x1, x2, one-hot step)
+    is_tree: bool = True
+    center: tuple[float, float]
+    scale: tuple[float, float]
+
+    def initial_states(self, batch_size: int, device=None) -> torch.Tensor:
+        """[batch_size, 3] float32 states (x1, x2, steps taken)."""
+        return torch.zeros(batch_size, 3, device=device)
+
+    def step(self, states: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Write `values` [B] into the next coordinate of `states` [B, 3]."""
+        t = states[:, 2].long()
+        coordinate = torch.nn.functional.one_hot(t, self.dim).to(states.dtype)
+        x = states[:, : self.dim] * (1 - coordinate) + values[:, None] * coordinate
+        return torch.cat([x, (t + 1).to(states.dtype)[:, None]], 1)
+
+    def is_terminal(self, states: torch.Tensor) -> torch.Tensor:
+        """[B] bool: both coordinates have been written."""
+        return states[:, 2] >= self.dim
+
+    def features(self, states: torch.Tensor) -> torch.Tensor:
+        """[B, 4]: the coordinates and a one-hot of the coordinate to write next."""
+        t = states[:, 2].long().clamp_max(self.dim - 1)
+        onehot = torch.nn.functional.one_hot(t, self.dim).to(states.dtype)
+        return torch.cat([states[:, : self.dim], onehot], 1)
+
+    def terminal_objects(self, states: torch.Tensor) -> torch.Tensor:
+        """[B, 2] the points x of terminal states."""
+        return states[:, : self.dim]
+
+    def log_reward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B] normalised log target density at points x [B, 2]."""
+        raise NotImplementedError
+
+    def sample_target(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[n, 2] exact samples of the target."""
+        raise NotImplementedError
+
+    def log_partition(self) -> float:
+        """log Z = 0: the reward is a normalised density."""
+        return 0.0

@@ -1,0 +1,155 @@
+"""Policies: LeakyReLU MLPs over an environment's state features.
+
+`DiscretePolicy` gives masked-softmax logits for p_F (and for p_B when learned; p_B is
+uniform over parents by default, as in the paper). `GaussianMixturePolicy` gives, for the
+continuous tasks, a mixture of 1-D Gaussians over the next coordinate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gfn_fast.envs.base import ContinuousEnv, DiscreteEnv
+
+
+def mlp(in_dim: int, out_dim: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
+    """`layers` hidden LeakyReLU layers of width `hidden`, then a linear output."""
+    if hidden < 1 or layers < 1:
+        raise ValueError(f"hidden, layers: expected >= 1, got {hidden}, {layers}")
+    blocks: list[nn.Module] = []
+    width = in_dim
+    for _ in range(layers):
+        blocks += [nn.Linear(width, hidden), nn.LeakyReLU()]
+        width = hidden
+    blocks.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*blocks)
+
+
+class DeepSet(nn.Module):
+    """Permutation-invariant encoder of a membership vector [B, D]: rho(sum_{d in x} phi(e_d))."""
+
+    def __init__(self, pool: int, out_dim: int, hidden: int = 64, layers: int = 2):
+        super().__init__()
+        self.embedding = nn.Parameter(torch.randn(pool, hidden) / math.sqrt(hidden))
+        self.phi = mlp(hidden, hidden, hidden, 1)
+        self.rho = mlp(hidden, out_dim, hidden, layers)
+
+    def forward(self, membership: torch.Tensor) -> torch.Tensor:
+        return self.rho(membership @ self.phi(self.embedding))
+
+
+class DiscretePolicy(nn.Module):
+    """Forward logits [B, n_actions] (and learned backward logits) from env features.
+
+    Args:
+        env: the environment (gives feature and action sizes).
+        hidden, layers: MLP width and depth (the paper: 64 and 2).
+        deep_set: encode the state with `DeepSet` (sets environments only).
+        learn_pb: learn p_B with a second network; otherwise p_B is uniform over parents.
+    """
+
+    def __init__(
+        self,
+        env: DiscreteEnv,
+        hidden: int = 64,
+        layers: int = 2,
+        deep_set: bool = False,
+        learn_pb: bool = False,
+    ):
+        super().__init__()
+        if deep_set and not hasattr(env, "pool"):
+            raise ValueError(f"deep_set: needs a sets environment, got {type(env).__name__}")
+        if learn_pb and env.is_tree:
+            raise ValueError(
+                f"learn_pb: {type(env).__name__} is a tree (p_B = 1), nothing to learn"
+            )
+
+        def network(out_dim):
+            if deep_set:
+                return DeepSet(env.pool, out_dim, hidden, layers)
+            return mlp(env.feature_dim, out_dim, hidden, layers)
+
+        self.forward_net = network(env.n_actions)
+        self.backward_net = network(env.n_backward_actions) if learn_pb else None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, F] features -> [B, n_actions] unmasked forward logits."""
+        return self.forward_net(features)
+
+    def backward_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, F] features -> [B, n_backward_actions] unmasked backward logits."""
+        if self.backward_net is None:
+            raise ValueError("learn_pb: this policy has a uniform p_B; build it with learn_pb=True")
+        return self.backward_net(features)
+
+
+class GaussianMixturePolicy(nn.Module):
+    """p_F(next coordinate | state) = sum_k w_k N(mu_k, sigma_k^2), from an MLP.
+
+    Means and scales are relative to the env's per-coordinate `center` and `scale`, and the
+    components start spread over center +- 1.5 scale so that early samples cover the target.
+    """
+
+    def __init__(self, env: ContinuousEnv, hidden: int = 64, layers: int = 2, components: int = 6):
+        super().__init__()
+        if components < 1:
+            raise ValueError(f"components: expected >= 1, got {components}")
+        self.components = components
+        self.net = mlp(env.feature_dim, 3 * components, hidden, layers)
+        self.register_buffer("center", torch.tensor(env.center))
+        self.register_buffer("scale", torch.tensor(env.scale))
+        with torch.no_grad():
+            output = self.net[-1]
+            output.weight.mul_(0.1)
+            output.bias.zero_()
+            output.bias[components : 2 * components] = torch.linspace(-1.5, 1.5, components)
+            output.bias[2 * components :] = math.log(0.5)
+
+    def _parameters_at(self, features: torch.Tensor):
+        logits, means, log_stds = self.net(features).chunk(3, -1)
+        coordinate = features[:, -2:].argmax(-1)  # the env's one-hot of the next coordinate
+        center, scale = self.center[coordinate, None], self.scale[coordinate, None]
+        stds = scale * log_stds.clamp(-6.0, 2.0).exp()
+        return logits.log_softmax(-1), center + scale * means, stds
+
+    def log_prob(self, features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """[B] log-density of `values` [B] under the mixture at `features` [B, F]."""
+        log_weights, means, stds = self._parameters_at(features)
+        log_normal = (
+            -0.5 * ((values[:, None] - means) / stds) ** 2
+            - stds.log()
+            - 0.5 * math.log(2 * math.pi)
+        )
+        return torch.logsumexp(log_weights + log_normal, -1)
+
+    def sample(
+        self, features: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """[B] values drawn from the mixture (no gradient)."""
+        with torch.no_grad():
+            log_weights, means, stds = self._parameters_at(features)
+            k = sample_categorical(log_weights, generator)[:, None]
+            noise = torch.randn(features.shape[0], generator=generator, device=features.device)
+            return means.gather(1, k)[:, 0] + stds.gather(1, k)[:, 0] * noise
+
+
+def sample_categorical(
+    logits: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """[B] one draw per row of softmax(`logits` [B, A]) by the Gumbel-max trick.
+
+    -inf logits are never drawn as long as a row has a finite entry.
+    """
+    u = torch.rand(logits.shape, generator=generator, device=logits.device)
+    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
+    return (logits.detach() + gumbel).argmax(-1)
+
+
+def make_policy(env, hidden: int = 64, layers: int = 2, **options) -> nn.Module:
+    """The policy type that fits `env`: DiscretePolicy or GaussianMixturePolicy."""
+    if isinstance(env, ContinuousEnv):
+        return GaussianMixturePolicy(env, hidden, layers, **options)
+    return DiscretePolicy(env, hidden, layers, **options)
