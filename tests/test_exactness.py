@@ -193,3 +193,39 @@ def test_renyi_loo_matches_paper_eq7_up_to_factor(toy, jacobians):
     # Eq. 7: each trajectory's weight against the mean of the others' weights.
     eq7 = (w - (w.sum() - w) / (k - 1)) / (alpha - 1)
     torch.testing.assert_close(out.c, (k - 1) / k * eq7, rtol=1e-12, atol=1e-14)
+
+
+def _expected_phi_gradient(toy, jacobians, k, alpha, d_of_batch):
+    log_pf = toy.log_pf().detach()
+    batches = all_batches(len(toy.trajectories), k)
+    prob = torch.exp(log_pf[batches].sum(1))
+    d = torch.vmap(d_of_batch)(
+        log_pf[batches], toy.log_pb().detach()[batches], toy.log_reward[batches]
+    )
+    weight_b = torch.zeros(len(toy.trajectories), dtype=F64).index_add(
+        0, batches.reshape(-1), (prob[:, None] * d).reshape(-1)
+    )
+    return weight_b @ jacobians[1]
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 0.1])
+def test_math_md_renyi_d_is_badly_biased_at_small_alpha(toy, jacobians, alpha):
+    """Evidence for docs/estimators.md: outside MATH.md's |alpha| < 1e-6 window, d = -w/alpha
+    has a bias that grows like 1/(K alpha); the shifted -(w_alpha - w_0)/alpha does not."""
+
+    def plain(s, b, r):
+        return -torch.softmax((1 - alpha) * (r + b - s), 0) / alpha
+
+    def shifted(s, b, r):
+        l = r + b - s
+        return -(torch.softmax((1 - alpha) * l, 0) - torch.softmax(l, 0)) / alpha
+
+    _, want = exact_gradient(toy, renyi(toy, alpha))
+    got_plain = _expected_phi_gradient(toy, jacobians, 2, alpha, plain)
+    got_shifted = _expected_phi_gradient(toy, jacobians, 2, alpha, shifted)
+    # Ours follows MATH.md (plain) outside the window:
+    _, phi_ours, _ = expected_gradient(toy, jacobians, "renyi", "loo", 2, alpha=alpha)
+    assert_close(phi_ours, got_plain, 1e-10)
+    bias_plain = float((got_plain - want).norm() / want.norm())
+    bias_shifted = float((got_shifted - want).norm() / want.norm())
+    assert bias_plain > 5.0 and bias_shifted < 1.0, (bias_plain, bias_shifted)
