@@ -18,6 +18,7 @@ from gfn.utils.modules import MLP  # noqa: E402
 from gfn.utils.prob_calculations import get_trajectory_pfs_and_pbs  # noqa: E402
 
 import gfn_fast as gf  # noqa: E402
+from gfn_fast import envs, metrics  # noqa: E402
 from gfn_fast.integrations.torchgfn import DivergenceGFlowNet, trajectory_batch  # noqa: E402
 from gfn_fast.integrations.torchgfn_exact import exact_l1, terminal_distribution  # noqa: E402
 
@@ -207,3 +208,36 @@ def test_exact_l1_against_true_dist(sampled):
     expected = float((terminal_distribution(env, pf) - target).abs().sum())
     assert abs(exact_l1(env, pf) - expected) < 1e-12
     assert 0 < expected < 2
+
+
+class FeaturePolicy(torch.nn.Module):
+    """gfn_fast's policy interface (features -> forward logits) around a torchgfn module.
+
+    Both libraries feed HyperGrid policies the k-hot coordinates, in the same order.
+    """
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.module(features.to(torch.get_default_dtype()))
+
+
+def test_our_exact_l1_on_torchgfn_hypergrid_equals_true_dist_l1():
+    preset = envs.hypergrid.PRESETS["torchgfn"]
+    theirs = HyperGrid(
+        ndim=preset["ndim"],
+        height=preset["height"],
+        reward_fn_kwargs={"R0": preset["r0"], "R1": preset["r1"], "R2": preset["r2"]},
+        store_all_states=True,
+    )
+    ours = envs.hypergrid.HyperGrid(**preset)
+    pf, _ = make_policies(theirs)
+    policy = FeaturePolicy(pf.module)
+
+    terminal, p_t = metrics.exact_terminal_distribution(ours, policy)
+    torch.testing.assert_close(p_t, terminal_distribution(theirs, pf), rtol=0, atol=1e-12)
+    target = metrics.target_distribution(ours, terminal)
+    torch.testing.assert_close(target, theirs.true_dist(), rtol=0, atol=1e-6)
+    assert abs(metrics.exact_l1(ours, policy) - exact_l1(theirs, pf)) < 1e-6
