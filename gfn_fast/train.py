@@ -325,3 +325,64 @@ def _progress_bar(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm  # the "train" extra
 
     return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
+
+
+COMPARED_OBJECTIVES = ("tb", "vargrad", "reverse_kl", "forward_kl", "renyi", "tsallis")
+
+
+def compare(
+    config: TrainConfig,
+    objectives: tuple[str, ...] = COMPARED_OBJECTIVES,
+    seeds: int = 3,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, list[list[dict]]]:
+    """Train every objective with seeds 0..seeds-1 at otherwise equal settings.
+
+    `config.control_variate` applies to the divergence objectives (default "loo"); tb always
+    uses its classic estimator ("none"). Runs write to OUT/<objective>/seed<k>/.
+
+    Returns:
+        {objective: [curve of seed 0, curve of seed 1, ...]}, each curve a list of records.
+
+    Raises:
+        ValueError: seeds < 1, an unknown objective, or a bad config (see `resolve`).
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds: expected >= 1, got {seeds}")
+    curves: dict[str, list[list[dict]]] = {}
+    for objective in objectives:
+        curves[objective] = []
+        for seed in range(seeds):
+            control_variate = None if objective == "tb" else config.control_variate
+            run_config = replace(
+                config, objective=objective, seed=seed, control_variate=control_variate
+            )
+            run_out = None if out is None else Path(out) / objective / f"seed{seed}"
+            trainer = Trainer(run_config, run_out)
+            trainer.run(progress=progress)
+            curves[objective].append(trainer.curve)
+    return curves
+
+
+def summary_table(curves: dict[str, list[list[dict]]]) -> str:
+    """A Markdown table like the paper's Table 1: final metric and curve mean, mean ± std."""
+    metric = "js" if "js" in next(iter(curves.values()))[0][-1] else "exact_l1"
+    rows = [
+        f"| objective | final {metric} | mean {metric} over the curve | trajectories | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for objective, runs in curves.items():
+        final = [run[-1][metric] for run in runs]
+        average = [statistics.fmean(record[metric] for record in run) for run in runs]
+        seconds = statistics.fmean(run[-1]["seconds"] for run in runs)
+        rows.append(
+            f"| {objective} | {_mean_std(final)} | {_mean_std(average)} | "
+            f"{runs[0][-1]['trajectories']} | {seconds:.1f} |"
+        )
+    return "\n".join(rows)
+
+
+def _mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
