@@ -28,10 +28,13 @@ BATCH = 64
 
 @pytest.fixture(autouse=True, scope="module")
 def float64():
-    previous = torch.get_default_dtype()
+    """float64 by default, and one thread: these tensors are tiny, and cores are shared."""
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
     torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
     yield
-    torch.set_default_dtype(previous)
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
 
 
 def make_policies(env: HyperGrid, seed: int = 0, hidden: int = 32):
