@@ -10,6 +10,7 @@ import shutil
 
 import torch
 from setuptools import setup
+from torch.torch_version import TorchVersion
 from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -29,26 +30,34 @@ def _sources(pattern: str) -> list[str]:
 
 def _extension():
     with_cuda = _want_cuda()
-    cxx_flags = ["-O3", "-Wall", "-Wextra", "-std=c++17"]
+    # torch >= 2.14 headers require C++20 (TorchVersion compares like packaging.version).
+    std = "-std=c++20" if TorchVersion(torch.__version__) >= (2, 14) else "-std=c++17"
+    cxx_flags = ["-O3", "-Wall", "-Wextra", std]
     sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    include_dirs = [os.path.join(ROOT, "csrc")]
     macros = []
     if not with_cuda:
         return cpp_extension.CppExtension(
             "gfn_fast._C",
             sources,
+            include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags + ["-fopenmp"]},
             extra_link_args=["-fopenmp"],
             define_macros=macros,
         )
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
-    macros.append(("GFN_FAST_WITH_CUDA", None))
+    # build_info's architecture list; ops.cpp stringifies it (no quotes or ';' on the
+    # compiler command line, which the build runs through a shell).
+    archs = ",".join(os.environ["TORCH_CUDA_ARCH_LIST"].replace(";", " ").split())
+    macros += [("GFN_FAST_WITH_CUDA", None), ("GFN_FAST_CUDA_ARCHS", archs)]
     sources += _sources("csrc/cuda/*.cpp") + _sources("csrc/cuda/*.cu")
     return cpp_extension.CUDAExtension(
         "gfn_fast._C",
         sources,
+        include_dirs=include_dirs,
         extra_compile_args={
             "cxx": cxx_flags + ["-fopenmp"],
-            "nvcc": ["-O3", "-std=c++17", "-lineinfo"],
+            "nvcc": ["-O3", std, "-lineinfo", "-Xcompiler", "-Wall,-Wextra"],
         },
         extra_link_args=["-fopenmp"],
         define_macros=macros,

@@ -44,6 +44,10 @@ TORCH_LIBRARY(gfn_fast, m) {
 
 namespace {
 
+// GFN_FAST_CUDA_ARCHS arrives unquoted from setup.py (e.g. 8.0,9.0+PTX).
+#define GFN_FAST_STRINGIFY_(...) #__VA_ARGS__
+#define GFN_FAST_STRINGIFY(...) GFN_FAST_STRINGIFY_(__VA_ARGS__)
+
 std::string build_info() {
   std::ostringstream info;
   info << "{\"compiler\": \"";
@@ -68,7 +72,7 @@ std::string build_info() {
 #endif
        << ", \"cuda_arch_list\": \""
 #ifdef GFN_FAST_CUDA_ARCHS
-       << GFN_FAST_CUDA_ARCHS
+       << GFN_FAST_STRINGIFY(GFN_FAST_CUDA_ARCHS)
 #endif
        << "\"}";
   return info.str();
