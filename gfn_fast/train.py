@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -191,10 +190,11 @@ class Trainer:
         else:
             record["exact_l1"] = exact_l1(self.env, self.policy)
             record["modes"] = len(self.modes.found)
-        record["loss"] = statistics.fmean(self._losses) if self._losses else math.nan
-        record["ess"] = statistics.fmean(self._ess) if self._ess else math.nan
+        # None (JSON null) before the first step.
+        record["loss"] = statistics.fmean(self._losses) if self._losses else None
+        record["ess"] = statistics.fmean(self._ess) if self._ess else None
         if self.log_z is not None:
-            record["log_z"] = float(self.log_z)
+            record["log_z"] = float(self.log_z.detach())
         self._losses, self._ess = [], []
         return record
 
@@ -233,7 +233,7 @@ class Trainer:
         self.curve.append(record)
         rate = self.trajectories / self.seconds if self.seconds > 0 else 0.0
         bar.set_postfix(
-            loss=f"{record['loss']:.3g}",
+            loss="-" if record["loss"] is None else f"{record['loss']:.3g}",
             **{self.metric_name: f"{record[self.metric_name]:.4f}"},
             traj_per_s=f"{rate:.0f}",
         )

@@ -1,0 +1,137 @@
+"""Environments: masks, reversibility under p_B, terminal enumeration and exact log Z."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gfn_fast import envs
+from gfn_fast.envs.base import unique_states
+from gfn_fast.policies import make_policy
+from gfn_fast.sampler import sample_backward_uniform, sample_trajectories
+from tests.brute_force import TINY_ENVS, trajectories
+
+DISCRETE_PRESETS = [
+    ("hypergrid", "torchgfn"),
+    ("hypergrid", "sparse"),
+    ("sets", "small"),
+    ("sets", "paper"),
+    ("sequences", "paper"),
+]
+
+
+@pytest.fixture(params=DISCRETE_PRESETS, ids=lambda p: "-".join(p))
+def env(request):
+    return envs.make(*request.param)
+
+
+def _sample(env, epsilon, seed=0):
+    torch.manual_seed(seed)
+    policy = make_policy(env)
+    generator = torch.Generator().manual_seed(seed)
+    return sample_trajectories(env, policy, 64, generator=generator, epsilon=epsilon)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.5])
+def test_every_sampled_action_is_allowed_and_trajectories_end_terminal(env, epsilon):
+    batch = _sample(env, epsilon)
+    for t in range(batch.actions.shape[1]):
+        inside = t < batch.lengths
+        parents, actions = batch.states[inside, t], batch.actions[inside, t]
+        assert not env.is_terminal(parents).any()
+        assert env.forward_mask(parents).gather(1, actions[:, None]).all()
+        assert torch.equal(env.step(parents, actions), batch.states[inside, t + 1])
+    assert env.is_terminal(batch.terminal).all()
+    assert not env.forward_mask(batch.terminal).any()
+    assert (batch.lengths >= 1).all() and (batch.lengths <= env.max_length).all()
+
+
+def test_forward_trajectories_reverse_under_pb(env):
+    batch = _sample(env, 0.0)
+    for t in range(batch.actions.shape[1]):
+        inside = t < batch.lengths
+        parents, children = batch.states[inside, t], batch.states[inside, t + 1]
+        backward = env.backward_action(parents, batch.actions[inside, t])
+        assert env.backward_mask(children).gather(1, backward[:, None]).all()
+        assert torch.equal(env.backward_step(children, backward), parents)
+    assert not env.backward_mask(env.initial_states(1)).any()
+
+
+def test_backward_walks_reach_s0_through_forward_transitions(env):
+    terminal = _sample(env, 0.0).terminal
+    trail, taken = sample_backward_uniform(env, terminal, torch.Generator().manual_seed(1))
+    assert torch.equal(trail[-1], env.initial_states(terminal.shape[0]))
+    for child, parent, action in zip(trail[:-1], trail[1:], taken, strict=True):
+        moved = action >= 0
+        _, _, reachable = env.expand(parent[moved])
+        codes = env.state_code(reachable)
+        assert torch.isin(env.state_code(child[moved]), codes).all()
+
+
+@pytest.mark.parametrize("name", list(TINY_ENVS))
+def test_terminal_enumeration_matches_brute_force(name):
+    env = TINY_ENVS[name]()
+    expected = {int(env.state_code(states[-1][None])[0]) for states, _ in trajectories(env)}
+    found = env.terminal_states()
+    assert set(env.state_code(found).tolist()) == expected
+    assert len(unique_states(env, found)[0]) == len(found)
+
+
+@pytest.mark.parametrize("name", list(TINY_ENVS))
+def test_uniform_pb_is_a_distribution_over_trajectories_into_each_x(name):
+    """sum over trajectories ending at x of p_B(tau | x) = 1 for every x."""
+    env = TINY_ENVS[name]()
+    total: dict[int, float] = {}
+    for states, _ in trajectories(env):
+        log_pb = sum(float(env.log_pb_uniform(s[None])[0]) for s in states[1:])
+        code = int(env.state_code(states[-1][None])[0])
+        total[code] = total.get(code, 0.0) + math.exp(log_pb)
+    assert all(abs(v - 1.0) < 1e-6 for v in total.values())  # float32 logs
+
+
+@pytest.mark.parametrize(
+    "name, preset",
+    [
+        ("sets", "small"),
+        ("sequences", "tiny"),
+        pytest.param("sets", "medium", marks=pytest.mark.slow),
+        pytest.param("sequences", "paper", marks=pytest.mark.slow),
+    ],
+)
+def test_closed_form_log_partition_matches_enumeration(name, preset):
+    env = envs.make(name, preset)
+    enumerated = float(torch.logsumexp(env.log_reward(env.terminal_states()).double(), 0))
+    assert env.log_partition() == pytest.approx(enumerated, abs=1e-5)
+    assert env.max_log_reward() == pytest.approx(
+        float(env.log_reward(env.terminal_states()).max()), abs=1e-5
+    )
+
+
+def test_hypergrid_reward_matches_torchgfn_formula():
+    env = envs.make("hypergrid", "torchgfn")
+    x = env.terminal_states()
+    ax = (x[:, :2] / 7 - 0.5).abs()
+    expected = 0.1 + 0.5 * (ax > 0.25).all(-1) + 2.0 * ((ax > 0.3) & (ax < 0.4)).all(-1)
+    assert torch.allclose(env.log_reward(x).exp(), expected.float())
+    assert len(x) == 64
+
+
+@pytest.mark.parametrize("name, mean", [("gmm", (1.0, 1.0)), ("banana", (0.0, -2.0))])
+def test_continuous_targets_are_normalised_and_sampled_exactly(name, mean):
+    env = envs.make(name)
+    grid = torch.linspace(-12, 12, 601)
+    points = torch.cartesian_prod(grid, grid)
+    mass = float(env.log_reward(points).exp().sum() * (grid[1] - grid[0]) ** 2)
+    assert mass == pytest.approx(1.0, abs=2e-3)
+    # Exact samples: their mean is the target's (banana: E[x2] = E[v - u^2 - 1] = -2).
+    samples = env.sample_target(100_000, torch.Generator().manual_seed(0))
+    assert torch.allclose(samples.mean(0), torch.tensor(mean), atol=0.02)
+
+
+def test_make_rejects_unknown_names_and_presets():
+    with pytest.raises(ValueError, match="env: expected one of"):
+        envs.make("grid")
+    with pytest.raises(ValueError, match="preset: expected one of"):
+        envs.make("sets", "huge")
