@@ -69,7 +69,9 @@ def divergence_loss(
         (loss, stats). `loss` is a 0-dim float32 (float64 for float64 inputs) tensor equal
         to stats["value"]; its gradient w.r.t. the per-trajectory sums s = log p_F(tau) and
         b = log p_B(tau | x) is the surrogate coefficients (c, d), and w.r.t. log_z is e.
-        stats holds detached tensors: "value" (the estimated divergence or TB loss),
+        stats holds detached tensors: "value" (the estimated divergence or TB loss; for
+        tsallis with a given log_z it is measured against that reference log Z and can be
+        negative while log_z is off),
         "ess" (in [1, B]), "log_z_hat" (batch estimate of log Z) and "skipped" (bool: the
         batch carried no signal and the gradient is zero).
 
