@@ -105,6 +105,8 @@ def plot_curves(curves: dict[str, list[list[dict]]], path: Path, title: str = ""
     metric = "js" if "js" in next(iter(curves.values()))[0][-1] else "exact_l1"
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     for objective, runs in curves.items():
+        if runs[0][-1][metric] is None:
+            continue  # not enumerable: nothing to draw
         x = [record["trajectories"] for record in runs[0]]
         values = torch.tensor([[record[metric] for record in run] for run in runs])
         axes.plot(x, values.mean(0), label=objective)

@@ -188,7 +188,9 @@ class Trainer:
             generator = torch.Generator(self.device).manual_seed(self.config.seed + 1)
             record["js"] = jensen_shannon(self.env, self.policy, self.config.js_samples, generator)
         else:
-            record["exact_l1"] = exact_l1(self.env, self.policy)
+            # None (JSON null) where the state space is too large to enumerate.
+            enumerable = getattr(self.env, "enumerable", True)
+            record["exact_l1"] = exact_l1(self.env, self.policy) if enumerable else None
             record["modes"] = len(self.modes.found)
         # None (JSON null) before the first step.
         record["loss"] = statistics.fmean(self._losses) if self._losses else None
@@ -233,8 +235,8 @@ class Trainer:
         self.curve.append(record)
         rate = self.trajectories / self.seconds if self.seconds > 0 else 0.0
         bar.set_postfix(
-            loss="-" if record["loss"] is None else f"{record['loss']:.3g}",
-            **{self.metric_name: f"{record[self.metric_name]:.4f}"},
+            loss=_short(record["loss"]),
+            **{self.metric_name: _short(record[self.metric_name])},
             traj_per_s=f"{rate:.0f}",
         )
         self.write_logs()
@@ -321,6 +323,10 @@ class Trainer:
         return trainer
 
 
+def _short(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def _progress_bar(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm  # the "train" extra
 
@@ -366,23 +372,33 @@ def compare(
 
 
 def summary_table(curves: dict[str, list[list[dict]]]) -> str:
-    """A Markdown table like the paper's Table 1: final metric and curve mean, mean ± std."""
+    """A Markdown table like the paper's Table 1, mean ± std over seeds: the final metric,
+    its mean over the curve (lower = faster convergence), and modes found (discrete tasks)."""
     metric = "js" if "js" in next(iter(curves.values()))[0][-1] else "exact_l1"
     rows = [
-        f"| objective | final {metric} | mean {metric} over the curve | trajectories | seconds |",
-        "|---|---|---|---|---|",
+        f"| objective | final {metric} | mean {metric} over the curve | modes found "
+        "| trajectories | seconds |",
+        "|---|---|---|---|---|---|",
     ]
     for objective, runs in curves.items():
         final = [run[-1][metric] for run in runs]
-        average = [statistics.fmean(record[metric] for record in run) for run in runs]
+        average = [_curve_mean([record[metric] for record in run]) for run in runs]
+        modes = [run[-1].get("modes") for run in runs]
         seconds = statistics.fmean(run[-1]["seconds"] for run in runs)
         rows.append(
             f"| {objective} | {_mean_std(final)} | {_mean_std(average)} | "
+            f"{'-' if None in modes else _mean_std(modes, 1)} | "
             f"{runs[0][-1]['trajectories']} | {seconds:.1f} |"
         )
     return "\n".join(rows)
 
 
-def _mean_std(values: list[float]) -> str:
+def _curve_mean(values: list[float | None]) -> float | None:
+    return None if None in values else statistics.fmean(values)
+
+
+def _mean_std(values: list[float | None], digits: int = 3) -> str:
+    if None in values:
+        return "n/a (too large to enumerate)"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {spread:.{digits}f}"

@@ -131,3 +131,9 @@ def test_cli_train_compare_and_info(tmp_path, capsys):
     assert main(["info"]) == 0
     assert "backend:" in capsys.readouterr().out
     assert main(["train", "--objective", "tb", "--cv", "loo", "--epsilon", "0.1"]) == 2
+
+
+def test_sizes_that_do_not_enumerate_train_and_report_no_exact_l1():
+    trainer = Trainer(_config(env="sets", preset="paper", steps=1, batch_size=4, eval_every=1))
+    final = trainer.run(progress=False)
+    assert final["exact_l1"] is None and final["trajectories"] == 4
