@@ -34,6 +34,7 @@ class Banana(ContinuousEnv):
         return -0.5 * quadratic - math.log(2 * math.pi) - 0.5 * math.log(1 - rho**2)
 
     def sample_target(self, n, generator=None):
-        u, z = torch.randn(2, n, generator=generator)
+        device = None if generator is None else generator.device
+        u, z = torch.randn(2, n, generator=generator, device=device)
         v = self.correlation * u + math.sqrt(1 - self.correlation**2) * z
         return torch.stack([u, v - u**2 - 1], 1)

@@ -159,7 +159,7 @@ class ContinuousEnv:
         raise NotImplementedError
 
     def sample_target(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """[n, 2] exact samples of the target."""
+        """[n, 2] exact samples of the target, on the generator's device."""
         raise NotImplementedError
 
     def log_partition(self) -> float:

@@ -30,6 +30,7 @@ class GaussianMixture(ContinuousEnv):
         return torch.logsumexp(log_normal, 1) - math.log(self.means.shape[0])
 
     def sample_target(self, n, generator=None):
-        component = torch.randint(self.means.shape[0], (n,), generator=generator)
-        noise = torch.randn(n, 2, generator=generator) * math.sqrt(self.variance)
-        return self.means[component] + noise
+        device = None if generator is None else generator.device
+        component = torch.randint(self.means.shape[0], (n,), generator=generator, device=device)
+        noise = torch.randn(n, 2, generator=generator, device=device) * math.sqrt(self.variance)
+        return self.means.to(device)[component] + noise
