@@ -1,0 +1,63 @@
+// segment_sum and its backward on CPU: one read of the values (fp32 accumulation, fp64 for
+// fp64) and one write of the broadcast gradient.
+#include <ATen/Dispatch.h>
+#include <torch/extension.h>
+
+#include "segments.h"
+#include "vec_math.h"
+
+namespace gfn_fast {
+namespace cpu {
+namespace {
+
+at::Tensor segment_sum(const at::Tensor& values, const c10::optional<at::Tensor>& lengths,
+                       const c10::optional<at::Tensor>& offsets) {
+  check_floating(values, "values");
+  const SegmentLayout layout = SegmentLayout::make(values.sizes(), lengths, offsets, "values");
+  const at::Tensor x = values.contiguous();
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor out = at::empty({layout.batch()}, x.options().dtype(acc));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "segment_sum", [&] {
+    const scalar_t* data = x.const_data_ptr<scalar_t>();
+    acc_t<scalar_t>* sums = out.data_ptr<acc_t<scalar_t>>();
+    layout.parallel(sizeof(scalar_t), [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) {
+        sums[b] = sum_steps(data + layout.begin(b), layout.end(b) - layout.begin(b));
+      }
+    });
+  });
+  return out;
+}
+
+at::Tensor segment_sum_backward(const at::Tensor& grad, const c10::optional<at::Tensor>& lengths,
+                                const c10::optional<at::Tensor>& offsets,
+                                c10::SymIntArrayRef shape, at::ScalarType dtype) {
+  check_floating(grad, "grad");
+  const at::IntArrayRef sizes = C10_AS_INTARRAYREF_SLOW(shape);
+  const SegmentLayout layout = SegmentLayout::make(sizes, lengths, offsets, "values");
+  TORCH_CHECK_VALUE(grad.numel() == layout.batch(), "grad: expected ", layout.batch(),
+                    " elements (one per segment), got shape ", grad.sizes());
+  TORCH_CHECK_VALUE(at::isFloatingType(dtype), "dtype: expected a floating dtype, got ", dtype);
+  const at::Tensor g = grad.to(at::kDouble).contiguous();
+  const double* gd = g.const_data_ptr<double>();
+  at::Tensor out = at::empty(sizes, grad.options().dtype(dtype));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "segment_sum_backward", [&] {
+    scalar_t* data = out.data_ptr<scalar_t>();
+    fill_unowned(data, layout);
+    layout.parallel(sizeof(scalar_t), [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) {
+        fill_owned(data, layout, b, static_cast<scalar_t>(gd[b]));
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace gfn_fast
+
+TORCH_LIBRARY_IMPL(gfn_fast, CPU, m) {
+  m.impl("segment_sum", &gfn_fast::cpu::segment_sum);
+  m.impl("segment_sum_backward", &gfn_fast::cpu::segment_sum_backward);
+}

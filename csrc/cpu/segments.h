@@ -1,0 +1,151 @@
+// Segment layouts shared by the CPU kernels: validation of lengths / offsets, the step
+// range of each segment, the region each segment owns for zero-filling, and the parallel
+// loop over segments.
+//
+//   padded: values [B, T] (contiguous), lengths [B] or none (full rows); segment b is
+//           steps b*T .. b*T + lengths[b], and owns its whole row b*T .. (b+1)*T.
+//   packed: values [N], offsets [B + 1]; segment b is offsets[b] .. offsets[b+1]. Segment 0
+//           also owns the head 0 .. offsets[0], the last segment the tail offsets[B] .. N.
+//
+// Every step position belongs to exactly one owned region, so a parallel loop over
+// segments writes every output element exactly once, without races. Padding is never read.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace gfn_fast {
+namespace cpu {
+
+class SegmentLayout {
+ public:
+  // `steps_shape` is [B, T] (padded) or [N] (packed) -- the per-step shape of the values.
+  // `name` names the values in error messages.
+  static SegmentLayout make(at::IntArrayRef steps_shape, const c10::optional<at::Tensor>& lengths,
+                            const c10::optional<at::Tensor>& offsets, const char* name) {
+    TORCH_CHECK_VALUE(!(lengths.has_value() && offsets.has_value()),
+                      "lengths and offsets: expected at most one of them, got both");
+    SegmentLayout layout;
+    if (offsets.has_value()) {
+      TORCH_CHECK_VALUE(steps_shape.size() == 1, name,
+                        ": with offsets (packed layout) expected per-step shape [N], got ",
+                        steps_shape);
+      const auto off = index_vector(*offsets, "offsets");
+      TORCH_CHECK_VALUE(off.size() >= 1, "offsets: expected a 1-D tensor [B + 1], got ",
+                        offsets->sizes());
+      layout.total_ = steps_shape[0];
+      layout.batch_ = static_cast<int64_t>(off.size()) - 1;
+      TORCH_CHECK_VALUE(off.front() >= 0 && off.back() <= layout.total_,
+                        "offsets: expected offsets[0] >= 0 and offsets[-1] <= N=", layout.total_,
+                        ", got offsets[0]=", off.front(), " and offsets[-1]=", off.back());
+      for (int64_t b = 0; b < layout.batch_; ++b) {
+        TORCH_CHECK_VALUE(off[b + 1] >= off[b],
+                          "offsets: expected a non-decreasing sequence, got offsets[", b,
+                          "]=", off[b], " > offsets[", b + 1, "]=", off[b + 1]);
+      }
+      layout.begin_ = off;  // B + 1 entries: begin(b) = off[b], end(b) = off[b + 1]
+      layout.packed_ = true;
+      return layout;
+    }
+    TORCH_CHECK_VALUE(steps_shape.size() == 2, name,
+                      ": expected per-step shape [B, T] (padded) or pass offsets, got ",
+                      steps_shape);
+    layout.batch_ = steps_shape[0];
+    layout.row_ = steps_shape[1];
+    layout.total_ = layout.batch_ * layout.row_;
+    if (lengths.has_value()) {
+      TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == layout.batch_,
+                        "lengths: expected shape [B] = [", layout.batch_, "], got ",
+                        lengths->sizes());
+      auto len = index_vector(*lengths, "lengths");
+      for (int64_t b = 0; b < layout.batch_; ++b) {
+        TORCH_CHECK_VALUE(len[b] >= 0 && len[b] <= layout.row_, "lengths: expected values in [0, T=",
+                          layout.row_, "], got lengths[", b, "]=", len[b]);
+      }
+      layout.begin_ = std::move(len);  // lengths
+      layout.has_lengths_ = true;
+    }
+    return layout;
+  }
+
+  int64_t batch() const { return batch_; }
+  int64_t total() const { return total_; }
+  bool packed() const { return packed_; }
+
+  int64_t begin(int64_t b) const { return packed_ ? begin_[b] : b * row_; }
+  int64_t end(int64_t b) const {
+    if (packed_) return begin_[b + 1];
+    return b * row_ + (has_lengths_ ? begin_[b] : row_);
+  }
+  int64_t owned_begin(int64_t b) const { return packed_ ? (b == 0 ? 0 : begin_[b]) : b * row_; }
+  int64_t owned_end(int64_t b) const {
+    if (packed_) return b == batch_ - 1 ? total_ : begin_[b + 1];
+    return (b + 1) * row_;
+  }
+  // Mean steps per segment (for the parallel grain size).
+  int64_t mean_steps() const {
+    if (batch_ == 0) return 0;
+    return std::max<int64_t>(1, (packed_ ? begin_[batch_] - begin_[0] : total_) / batch_);
+  }
+
+  // Calls f(b_begin, b_end) over segment chunks in parallel. Each segment is handled by one
+  // thread, so per-segment results do not depend on the thread count. `work_per_step`
+  // scales the grain (bytes or flops per step, roughly).
+  template <class F>
+  void parallel(int64_t work_per_step, const F& f) const {
+    const int64_t per_segment = std::max<int64_t>(1, mean_steps() * work_per_step);
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / per_segment);
+    at::parallel_for(0, batch_, grain, f);
+  }
+
+ private:
+  static std::vector<int64_t> index_vector(const at::Tensor& index, const char* name) {
+    TORCH_CHECK_VALUE(index.scalar_type() == at::kInt || index.scalar_type() == at::kLong, name,
+                      ": expected an int32 or int64 tensor, got ", index.scalar_type());
+    TORCH_CHECK_VALUE(index.dim() == 1, name, ": expected a 1-D tensor, got shape ",
+                      index.sizes());
+    TORCH_CHECK_VALUE(index.device().is_cpu(), name, ": expected a CPU tensor, got ",
+                      index.device());
+    const at::Tensor as_long = index.to(at::kLong).contiguous();
+    const int64_t* data = as_long.data_ptr<int64_t>();
+    return std::vector<int64_t>(data, data + as_long.numel());
+  }
+
+  std::vector<int64_t> begin_;  // packed: offsets (B + 1); padded: lengths (B) or empty
+  int64_t batch_ = 0;
+  int64_t row_ = 0;
+  int64_t total_ = 0;
+  bool packed_ = false;
+  bool has_lengths_ = false;
+};
+
+// ValueError unless `t` is a floating CPU tensor.
+inline void check_floating(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(at::isFloatingType(t.scalar_type()), name,
+                    ": expected a float32, float64, bfloat16 or float16 tensor, got ",
+                    t.scalar_type());
+  TORCH_CHECK_VALUE(t.device().is_cpu(), name, ": expected a CPU tensor, got ", t.device());
+}
+
+// Writes `value` on segment b's steps and 0 on the rest of the region it owns.
+template <class T>
+inline void fill_owned(T* out, const SegmentLayout& layout, int64_t b, T value) {
+  const int64_t lo = layout.owned_begin(b), first = layout.begin(b), last = layout.end(b),
+                hi = layout.owned_end(b);
+  std::fill(out + lo, out + first, T(0));
+  std::fill(out + first, out + last, value);
+  std::fill(out + last, out + hi, T(0));
+}
+
+// With B = 0 no segment owns anything; the whole output is padding.
+template <class T>
+inline void fill_unowned(T* out, const SegmentLayout& layout) {
+  if (layout.batch() == 0) std::fill(out, out + layout.total(), T(0));
+}
+
+}  // namespace cpu
+}  // namespace gfn_fast
