@@ -34,9 +34,14 @@ def _has_kernel(dispatch_key: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("gfn_fast::segment_sum", dispatch_key)
 
 
+# Kernels register when _C is imported (above), so this is fixed from here on; a plain dict
+# lookup also keeps torch.compile(fullgraph=True) from tracing a dispatcher query.
+_KERNELS = {key: _has_kernel(key) for key in ("CPU", "CUDA")}
+
+
 def native_available(device_type: str = "cpu") -> bool:
     """True when the extension has kernels for `device_type` ("cpu" or "cuda")."""
-    return _has_kernel(device_type.upper())
+    return _KERNELS.get(device_type.upper(), False)
 
 
 def _detected() -> str:

@@ -1,0 +1,299 @@
+"""CPU benchmarks: native kernels vs the eager reference vs torch.compile(reference).
+
+Run as a script to time everything side by side on 2 threads and write
+benchmarks/results/cpu.json (the shape DESIGN.md gives):
+
+    python benchmarks/bench_cpu.py [--quick] [--out benchmarks/results/cpu.json]
+
+or through pytest-benchmark (same cases, pytest-benchmark's own statistics):
+
+    python -m pytest benchmarks/bench_cpu.py --benchmark-only
+
+Each case is forward + backward. GB/s counts the bytes the op must move (inputs read once,
+gradients written once) and is set against a clone() of the same number of bytes, timed in
+the same run. Peak extra memory (logprob case) is the high-water mark of the CPU allocations
+made during forward + backward, from the torch profiler's memory events.
+
+ratios: "<bench>/native_vs_<impl>" = median time of <impl> / median time of native (how many
+times faster native is); "<bench>/peak_mem_native_vs_eager" = native peak / eager peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+import gfn_fast as gf
+
+THREADS = 2
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class Case:
+    bench: str
+    shape: dict
+    dtype: str
+    bytes_moved: int
+    make: Callable[[str], Callable[[], None]]  # impl -> a closure running fwd + bwd
+    impls: tuple[str, ...] = ("native", "eager", "compiled")
+    memory: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _with_backend(impl: str, fn: Callable[[], None]) -> Callable[[], None]:
+    """Runs fn under the backend of `impl` (native: auto-detected; else the reference)."""
+
+    def run():
+        gf.use_backend(None if impl == "native" else "reference")
+        try:
+            fn()
+        finally:
+            gf.use_backend(None)
+
+    return run
+
+
+def _fused_case(batch: int, steps: int) -> Case:
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(steps // 2, steps + 1, (batch,), generator=gen)
+    log_pf = (-torch.rand(batch, steps, generator=gen)).requires_grad_(True)
+    log_pb = (-torch.rand(batch, steps, generator=gen)).requires_grad_(True)
+    log_reward = torch.randn(batch, generator=gen)
+
+    def loss_fn(pf, pb):
+        loss, _ = gf.divergence_loss(
+            "renyi",
+            log_pf=pf,
+            log_pb=pb,
+            log_reward=log_reward,
+            lengths=lengths,
+            alpha=0.5,
+            control_variate="loo",
+            validate=False,
+        )
+        return loss
+
+    def make(impl: str):
+        fn = loss_fn
+        if impl == "compiled":
+            fn = torch.compile(loss_fn, fullgraph=True, dynamic=False)
+
+        def step():
+            log_pf.grad = log_pb.grad = None
+            fn(log_pf, log_pb).backward()
+
+        return _with_backend(impl, step)
+
+    element_bytes = batch * steps * 4
+    return Case(
+        bench=f"divergence_loss_renyi_loo_fwd_bwd_{batch}x{steps}",
+        shape={"B": batch, "T": steps},
+        dtype="float32",
+        bytes_moved=4 * element_bytes,  # read log_pf, log_pb; write both gradients
+        make=make,
+    )
+
+
+def _logprob_case(batch: int, steps: int, actions: int) -> Case:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(batch, steps, actions, generator=gen).requires_grad_(True)
+    chosen = torch.randint(0, actions, (batch, steps), generator=gen)
+    mask = torch.rand(batch, steps, actions, generator=gen) < 0.7
+    mask.scatter_(-1, chosen.unsqueeze(-1), True)
+    lengths = torch.randint(steps // 2, steps + 1, (batch,), generator=gen)
+
+    def logprob_fn(x):
+        return gf.logprob_from_logits(x, chosen, lengths=lengths, action_mask=mask)
+
+    def make(impl: str):
+        fn = logprob_fn
+        if impl == "compiled":
+            fn = torch.compile(logprob_fn, fullgraph=True, dynamic=False)
+
+        def step():
+            logits.grad = None
+            fn(logits).sum().backward()
+
+        return _with_backend(impl, step)
+
+    n_logits = batch * steps * actions
+    # forward reads logits + mask; backward reads them again and writes the gradient.
+    return Case(
+        bench=f"logprob_from_logits_fwd_bwd_{batch}x{steps}x{actions}",
+        shape={"B": batch, "T": steps, "A": actions},
+        dtype="float32",
+        bytes_moved=2 * (4 * n_logits + n_logits) + 4 * n_logits,
+        make=make,
+        memory=True,
+    )
+
+
+def cases(quick: bool = False) -> list[Case]:
+    if quick:
+        return [_fused_case(512, 64), _fused_case(128, 16), _logprob_case(128, 16, 64)]
+    return [_fused_case(4096, 256), _fused_case(128, 16), _logprob_case(1024, 64, 64)]
+
+
+def _median_ms(fn: Callable[[], None], min_runs: int = 20, budget_s: float = 2.0) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < 500):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def _peak_extra_mb(fn: Callable[[], None]) -> float:
+    """High-water mark (MB) of CPU allocations made while fn runs."""
+    fn()
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
+        fn()
+    events = [e for e in prof.events() if e.name == "[memory]"]
+    events.sort(key=lambda e: e.time_range.start)
+    current = peak = 0
+    for event in events:
+        current += event.cpu_memory_usage
+        peak = max(peak, current)
+    return peak / 2**20
+
+
+def _clone_gbps(nbytes: int) -> tuple[float, float]:
+    """(median ms, GB/s) of clone() of a float32 tensor holding half of nbytes."""
+    src = torch.empty(max(1, nbytes // 8), dtype=torch.float32).uniform_()
+    ms = _median_ms(lambda: src.clone())
+    return ms, 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} CPUs"
+
+
+def run(quick: bool = False) -> dict:
+    torch.set_num_threads(THREADS)
+    rows, ratios = [], {}
+    for case in cases(quick):
+        times, mems = {}, {}
+        for impl in case.impls:
+            fn = case.make(impl)
+            times[impl] = _median_ms(fn)
+            mems[impl] = _peak_extra_mb(fn) if case.memory else None
+            rows.append(
+                {
+                    "bench": case.bench,
+                    "shape": case.shape,
+                    "dtype": case.dtype,
+                    "impl": impl,
+                    "median_ms": round(times[impl], 4),
+                    "gbps": round(case.bytes_moved / (times[impl] * 1e-3) / 1e9, 2),
+                    "peak_mem_mb": None if mems[impl] is None else round(mems[impl], 2),
+                }
+            )
+            print(f"{case.bench:48s} {impl:9s} {times[impl]:9.3f} ms", file=sys.stderr)
+        clone_ms, clone_gbps = _clone_gbps(case.bytes_moved)
+        rows.append(
+            {
+                "bench": case.bench,
+                "shape": case.shape,
+                "dtype": case.dtype,
+                "impl": "clone",
+                "median_ms": round(clone_ms, 4),
+                "gbps": round(clone_gbps, 2),
+                "peak_mem_mb": None,
+            }
+        )
+        for impl in case.impls:
+            if impl != "native":
+                ratios[f"{case.bench}/native_vs_{impl}"] = round(times[impl] / times["native"], 2)
+        if case.memory:
+            ratios[f"{case.bench}/peak_mem_native_vs_eager"] = round(
+                mems["native"] / mems["eager"], 3
+            )
+    return {
+        "machine": _machine(),
+        "torch": torch.__version__,
+        "commit": _commit(),
+        "threads": THREADS,
+        "rows": rows,
+        "ratios": ratios,
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# pytest-benchmark entry points
+# ----------------------------------------------------------------------------------------
+
+_CASES = {case.bench: case for case in cases()}
+
+
+@pytest.mark.parametrize("impl", ["native", "eager", "compiled"])
+@pytest.mark.parametrize("bench", sorted(_CASES))
+def test_cpu_benchmark(benchmark, bench, impl):
+    torch.set_num_threads(THREADS)
+    case = _CASES[bench]
+    fn = case.make(impl)
+    fn()  # compile / warm up outside the timing
+    benchmark.extra_info.update(
+        {"shape": case.shape, "dtype": case.dtype, "bytes_moved": case.bytes_moved}
+    )
+    benchmark(fn)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "cpu.json"))
+    args = parser.parse_args()
+    if gf.backend() == "reference":
+        raise SystemExit("native CPU kernels are not built: nothing to compare")
+    result = run(args.quick)
+    text = json.dumps(result, indent=2) + "\n"
+    if args.quick:
+        print(text)
+        return
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
