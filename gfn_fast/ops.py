@@ -107,9 +107,13 @@ def _logprob_backward_fake(grad, logits, actions, action_mask, step_lse, lengths
 def _logprob_setup(ctx, inputs, output):
     logits, actions, action_mask, lengths, offsets = inputs
     ctx.save_for_backward(logits, actions, action_mask, output[1], lengths, offsets)
+    # No zero-filled gradient for the unused step_lse output: one kernel less per backward.
+    ctx.set_materialize_grads(False)
 
 
 def _logprob_grad(ctx, grad_logprob, _grad_lse):
+    if grad_logprob is None:
+        return None, None, None, None, None
     logits, actions, action_mask, step_lse, lengths, offsets = ctx.saved_tensors
     grad_logits = _native("logprob_from_logits_backward")(
         grad_logprob, logits, actions, action_mask, step_lse, lengths, offsets
@@ -201,9 +205,14 @@ def _fused_setup(ctx, inputs, output):
     ctx.pf_dtype = step_log_pf.dtype
     ctx.pb_dtype = step_log_pf.dtype if step_log_pb is None else step_log_pb.dtype
     ctx.has_pb, ctx.has_log_z = step_log_pb is not None, log_z is not None
+    # Only `value` carries a gradient; zero-filling the other six outputs' gradients would
+    # cost a kernel each on CUDA (the loss budget is 3 launches).
+    ctx.set_materialize_grads(False)
 
 
 def _fused_grad(ctx, _gc, _gd, _ge, grad_value, _gess, _glzh, _gskip):
+    if grad_value is None:
+        return (None,) * 11
     c, d, e, lengths, offsets = ctx.saved_tensors
     grad_pf, grad_pb, grad_log_z = _native("divergence_loss_backward")(
         grad_value, c, d, e, lengths, offsets, ctx.shape, ctx.pf_dtype, ctx.pb_dtype
