@@ -21,106 +21,91 @@ namespace gfn_fast {
 namespace cpu {
 namespace {
 
-// Masked logsumexp of one row (mask null: every action allowed).
-template <class Acc, bool kMasked>
-inline Acc row_lse(const Acc* x, const bool* mask, int64_t n) {
+#if defined(__GNUC__)
+#define GFN_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define GFN_ALWAYS_INLINE inline
+#endif
+
+// logsumexp of one row in which masked actions already hold -inf.
+template <class Acc>
+GFN_ALWAYS_INLINE Acc row_lse(const Acc* x, int64_t n) {
   constexpr Acc kNegInf = -std::numeric_limits<Acc>::infinity();
   Acc lanes[kLanes];
   for (int j = 0; j < kLanes; ++j) lanes[j] = kNegInf;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const Acc v = (!kMasked || mask[i + j]) ? x[i + j] : kNegInf;
-      lanes[j] = v > lanes[j] ? v : lanes[j];
-    }
+    for (int j = 0; j < kLanes; ++j) lanes[j] = x[i + j] > lanes[j] ? x[i + j] : lanes[j];
   }
   Acc m = kNegInf;
-  for (; i < n; ++i) {
-    const Acc v = (!kMasked || mask[i]) ? x[i] : kNegInf;
-    m = v > m ? v : m;
-  }
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
   for (int j = 0; j < kLanes; ++j) m = lanes[j] > m ? lanes[j] : m;
   if (m == kNegInf) return m;
   Acc sums[kLanes] = {};
   i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const Acc e = fast_exp(x[i + j] - m);
-      sums[j] += (!kMasked || mask[i + j]) ? e : Acc(0);
-    }
+    for (int j = 0; j < kLanes; ++j) sums[j] += fast_exp(x[i + j] - m);
   }
   Acc tail = 0;
-  for (; i < n; ++i) tail += (!kMasked || mask[i]) ? fast_exp(x[i] - m) : Acc(0);
+  for (; i < n; ++i) tail += fast_exp(x[i] - m);
   return m + std::log(combine_lanes(sums) + tail);
 }
 
-// out[j] = -g * softmax_j (0 where masked); the caller adds g at the chosen action.
-template <class Acc, bool kMasked>
-inline void row_grad(const Acc* x, const bool* mask, int64_t n, Acc lse, Acc g, Acc* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const Acc p = fast_exp(x[i] - lse);
-    out[i] = (!kMasked || mask[i]) ? -g * p : Acc(0);
-  }
+// out[j] = -g * softmax_j (exactly 0 where the row holds -inf); the caller adds g at the
+// chosen action.
+template <class Acc>
+GFN_ALWAYS_INLINE void row_grad(const Acc* x, int64_t n, Acc lse, Acc g, Acc* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = -g * fast_exp(x[i] - lse);
 }
 
 // The float kernels, compiled once per target (vec_math.h).
-GFN_TARGET_CLONES float row_lse_f32(const float* x, const bool* mask, int64_t n) {
-  return mask ? row_lse<float, true>(x, mask, n) : row_lse<float, false>(x, nullptr, n);
-}
-GFN_TARGET_CLONES void row_grad_f32(const float* x, const bool* mask, int64_t n, float lse,
-                                    float g, float* out) {
-  if (mask) {
-    row_grad<float, true>(x, mask, n, lse, g, out);
-  } else {
-    row_grad<float, false>(x, nullptr, n, lse, g, out);
-  }
+GFN_TARGET_CLONES float row_lse_f32(const float* x, int64_t n) { return row_lse(x, n); }
+GFN_TARGET_CLONES void row_grad_f32(const float* x, int64_t n, float lse, float g, float* out) {
+  row_grad(x, n, lse, g, out);
 }
 
-inline float lse_of_row(const float* x, const bool* mask, int64_t n) {
-  return row_lse_f32(x, mask, n);
+inline float lse_of_row(const float* x, int64_t n) { return row_lse_f32(x, n); }
+inline double lse_of_row(const double* x, int64_t n) { return row_lse(x, n); }
+inline void grad_of_row(const float* x, int64_t n, float lse, float g, float* out) {
+  row_grad_f32(x, n, lse, g, out);
 }
-inline double lse_of_row(const double* x, const bool* mask, int64_t n) {
-  return mask ? row_lse<double, true>(x, mask, n) : row_lse<double, false>(x, nullptr, n);
-}
-inline void grad_of_row(const float* x, const bool* mask, int64_t n, float lse, float g,
-                        float* out) {
-  row_grad_f32(x, mask, n, lse, g, out);
-}
-inline void grad_of_row(const double* x, const bool* mask, int64_t n, double lse, double g,
-                        double* out) {
-  if (mask) {
-    row_grad<double, true>(x, mask, n, lse, g, out);
-  } else {
-    row_grad<double, false>(x, nullptr, n, lse, g, out);
-  }
+inline void grad_of_row(const double* x, int64_t n, double lse, double g, double* out) {
+  row_grad(x, n, lse, g, out);
 }
 
-// A row of logits in the accumulation dtype: the input itself for float / double, else a
-// widened copy in a per-thread buffer.
+// A row of logits in the accumulation dtype with masked actions set to -inf: the input
+// itself when it needs neither widening nor masking, else a copy in a per-thread buffer.
 template <class T>
 struct RowReader {
   using Acc = acc_t<T>;
   std::vector<Acc> buffer;
-  explicit RowReader(int64_t n) : buffer(std::is_same<T, Acc>::value ? 0 : n) {}
-  const Acc* read(const T* row, int64_t n) {
+  explicit RowReader(int64_t n) : buffer(n) {}
+  const Acc* read(const T* row, const bool* mask_row, int64_t n) {
+    constexpr Acc kNegInf = -std::numeric_limits<Acc>::infinity();
+    Acc* out = buffer.data();
+    if (mask_row != nullptr) {
+      const auto* keep = reinterpret_cast<const uint8_t*>(mask_row);
+      for (int64_t i = 0; i < n; ++i) out[i] = keep[i] ? static_cast<Acc>(row[i]) : kNegInf;
+      return out;
+    }
     if constexpr (std::is_same<T, Acc>::value) {
       return row;
     } else {
-      for (int64_t i = 0; i < n; ++i) buffer[i] = static_cast<Acc>(row[i]);
-      return buffer.data();
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<Acc>(row[i]);
+      return out;
     }
   }
 };
 
 // dst = g * (onehot(a) - softmax(row)) in T; narrow dtypes go through the float `tmp`.
 template <class T, class Acc>
-inline void write_grad_row(const Acc* row, const bool* mask_row, int64_t n, Acc lse, Acc g,
-                           int64_t a, T* dst, std::vector<Acc>& tmp) {
+inline void write_grad_row(const Acc* row, int64_t n, Acc lse, Acc g, int64_t a, T* dst,
+                           std::vector<Acc>& tmp) {
   if constexpr (std::is_same<T, Acc>::value) {
-    grad_of_row(row, mask_row, n, lse, g, dst);
+    grad_of_row(row, n, lse, g, dst);
     dst[a] += g;
   } else {
-    grad_of_row(row, mask_row, n, lse, g, tmp.data());
+    grad_of_row(row, n, lse, g, tmp.data());
     tmp[a] += g;
     for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<T>(tmp[j]);
   }
@@ -195,8 +180,8 @@ std::tuple<at::Tensor, at::Tensor> logprob_from_logits(
               const bool* mask_row = mask ? mask + i * num_actions : nullptr;
               const int64_t a = act[i];
               check_action(a, num_actions, mask_row, i);
-              const Acc* row = reader.read(x + i * num_actions, num_actions);
-              const Acc lse = lse_of_row(row, mask_row, num_actions);
+              const Acc* row = reader.read(x + i * num_actions, mask_row, num_actions);
+              const Acc lse = lse_of_row(row, num_actions);
               lse_out[i] = lse;
               total += row[a] - lse;
             }
@@ -249,9 +234,8 @@ at::Tensor logprob_from_logits_backward(const at::Tensor& grad, const at::Tensor
               const bool* mask_row = mask ? mask + i * num_actions : nullptr;
               const int64_t a = act[i];
               check_action(a, num_actions, mask_row, i);
-              const Acc* row = reader.read(x + i * num_actions, num_actions);
-              write_grad_row(row, mask_row, num_actions, lse[i], gb, a, out + i * num_actions,
-                             row_out);
+              const Acc* row = reader.read(x + i * num_actions, mask_row, num_actions);
+              write_grad_row(row, num_actions, lse[i], gb, a, out + i * num_actions, row_out);
             }
           }
         });

@@ -1,5 +1,6 @@
 // Loops the compiler vectorises: step sums with fixed-order lane accumulators and an exp
-// that vectorises (std::exp does not, without -ffast-math).
+// that vectorises (std::exp does not, without -ffast-math). The selects in fast_exp need
+// -fno-trapping-math (setup.py) to be if-converted; it changes no result.
 //
 // The hot row kernels are compiled twice through GFN_TARGET_CLONES (x86-64-v3 = AVX2 + FMA,
 // and the baseline), and the loader picks one at run time, so the extension still loads on
@@ -38,8 +39,8 @@ inline float fast_exp(float x) {
   const float lo = -87.3f;
   const float clamped = x < lo ? lo : (x > 88.0f ? 88.0f : x);
   const float t = clamped * 1.44269504088896341f;
-  const int n = static_cast<int>(t + (t >= 0.0f ? 0.5f : -0.5f));
-  const float fn = static_cast<float>(n);
+  const float fn = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
+  const int n = static_cast<int>(fn);
   float r = clamped - fn * 0.693359375f;
   r = r - fn * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
