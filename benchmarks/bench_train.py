@@ -83,6 +83,8 @@ def main() -> None:
         "threads": max(args.threads),
         "backend": gf.backend(),
         "load_average_1m_after": os.getloadavg()[0],
+        "note": "steps timed from the untrained policy (the start of training), after 10 "
+        "warm-up steps; one step = sample 128 trajectories + loss + backward + Adam",
         "rows": rows,
         "ratios": {},
     }
