@@ -188,7 +188,8 @@ def _surrogate(coefficients: Coefficients, s, b, log_z, world_size: int = 1) -> 
     ]
     for coefficient, x in terms:
         if x is not None and x.requires_grad:
-            weighted = (coefficient * x).sum()
+            # Cast so a float64 log_pb beside a float32 log_pf keeps the loss float32.
+            weighted = (coefficient * x).sum().to(loss.dtype)
             loss = loss + (weighted - weighted.detach())
     return loss
 

@@ -340,6 +340,8 @@ def check_arguments(
                 'control_variate: "loo" for tb is unbiased only on-policy, but log_behavior '
                 'was given; use control_variate="none" for off-policy tb'
             )
+    if k == 0:
+        raise ValueError("log_pf: expected at least 1 trajectory, got K=0")
     if control_variate == "loo" and objective != "vargrad" and k is not None and k < 2:
         raise ValueError(
             f"log_pf: leave-one-out needs at least 2 trajectories, got K={k}; "

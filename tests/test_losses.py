@@ -193,6 +193,27 @@ def test_bad_arguments_raise_naming_the_argument(kwargs, match):
         gf.divergence_loss(objective, **args)
 
 
+def test_empty_batch_raises():
+    with pytest.raises(ValueError, match="log_pf: expected at least 1 trajectory, got K=0"):
+        gf.divergence_loss(
+            "renyi", log_pf=torch.zeros(0), log_reward=torch.zeros(0), control_variate="none"
+        )
+
+
+def test_mixed_dtypes_keep_the_loss_in_log_pf_accumulation_dtype():
+    pf, pb, reward, lengths = padded_batch([2, 3, 1, 4])
+    inside = torch.arange(pf.shape[1]) < lengths[:, None]
+    per_trajectory = (torch.where(inside, pf, 0).sum(1), torch.where(inside, pb, 0).sum(1), None)
+    for log_pf, log_pb, lens in ((pf, pb, lengths), per_trajectory):
+        log_pf = log_pf.detach().requires_grad_()
+        loss, _ = gf.divergence_loss(
+            "renyi", log_pf=log_pf, log_pb=log_pb.double(), log_reward=reward, lengths=lens
+        )
+        assert loss.dtype == torch.float32
+        loss.backward()
+        assert log_pf.grad.dtype == torch.float32
+
+
 def test_packed_offsets_must_not_decrease():
     with pytest.raises(ValueError, match="offsets: expected a non-decreasing"):
         gf.divergence_loss(
