@@ -1,6 +1,7 @@
 """The `gfn-fast` command: `train`, `compare` and `info`.
 
 gfn-fast train --env hypergrid --preset torchgfn --objective renyi --alpha 0.5 --out runs/a
+gfn-fast train --env hypergrid --preset torchgfn --objective renyi --nproc 2 --out runs/ddp
 gfn-fast compare --env sets --preset small --seeds 3 --out runs/sets
 gfn-fast info
 """
@@ -18,7 +19,15 @@ import torch
 
 import gfn_fast as gf
 from gfn_fast import envs
-from gfn_fast.train import COMPARED_OBJECTIVES, TrainConfig, Trainer, compare, summary_table
+from gfn_fast.train import (
+    COMPARED_OBJECTIVES,
+    TrainConfig,
+    Trainer,
+    checkpoint_config,
+    compare,
+    launch,
+    summary_table,
+)
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +65,12 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch threads (1 is fastest for small policies on busy machines)",
     )
     add("--device", default="cpu")
+    add("--compile", action="store_true", help="torch.compile the policy networks and the loss")
+    add(
+        "--compile-backend",
+        default="inductor",
+        help='torch.compile backend (default "inductor"; "aot_eager" compiles fast)',
+    )
     add("--no-progress", action="store_true", help="no tqdm bar")
 
 
@@ -65,15 +80,34 @@ def _config(args: argparse.Namespace, **fixed) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    config = checkpoint_config(args.resume) if args.resume else _config(args)
+    if config.nproc > 1:
+        return _train_distributed(args, config)
     if args.resume:
         trainer = Trainer.resume(args.resume, args.out)
     else:
-        trainer = Trainer(_config(args), args.out)
+        trainer = Trainer(config, args.out)
     try:
         final = trainer.run(progress=not args.no_progress)
     except KeyboardInterrupt:
         where = trainer.out / "checkpoint.pt" if trainer.out else "nowhere (no --out)"
         print(f"\ninterrupted at step {trainer.step}; checkpoint saved to {where}", file=sys.stderr)
+        return 130
+    print(json.dumps(final))
+    return 0
+
+
+def _train_distributed(args: argparse.Namespace, config: TrainConfig) -> int:
+    """`_train` in config.nproc processes (see `gfn_fast.train.launch`)."""
+    try:
+        if args.resume:
+            final = launch(resume=args.resume, out=args.out, progress=not args.no_progress)
+        else:
+            final = launch(config, args.out, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        out = args.out or (Path(args.resume).parent if args.resume else None)
+        where = Path(out) / "checkpoint.pt" if out else "nowhere (no --out)"
+        print(f"\ninterrupted; the checkpoint of the last evaluation is {where}", file=sys.stderr)
         return 130
     print(json.dumps(final))
     return 0
@@ -147,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arguments(train)
     train.add_argument("--objective", default="tb", choices=gf.OBJECTIVES)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="processes (DDP on CPU, gloo); each samples batch_size / nproc trajectories",
+    )
     train.add_argument("--out", default=None, help="directory for metrics.json/csv, checkpoint")
     train.add_argument(
         "--resume", default=None, help="checkpoint.pt to continue from (its config is used)"

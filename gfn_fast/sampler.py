@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from gfn_fast.envs.base import ContinuousEnv, DiscreteEnv
 from gfn_fast.policies import sample_categorical
@@ -51,6 +52,52 @@ class TrajectoryBatch:
             log_pb = None if self.log_pb is None else self.log_pb[inside]
             return {**inputs, "log_pf": self.log_pf[inside], "log_pb": log_pb, "offsets": offsets}
         raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+
+
+def concatenate(batches: list[TrajectoryBatch]) -> TrajectoryBatch:
+    """One batch holding the trajectories of `batches` in order, padded to the longest.
+
+    Padding follows `TrajectoryBatch`: states repeat each row's terminal state, actions and
+    per-step log-probabilities are 0. The per-step log p_F keep their graphs.
+
+    Raises:
+        ValueError: no batches, or batches that disagree on which optional fields they carry.
+    """
+    if not batches:
+        raise ValueError("batches: expected at least one TrajectoryBatch, got none")
+    for name in ("log_pb", "log_behavior"):
+        if len({getattr(batch, name) is None for batch in batches}) > 1:
+            raise ValueError(f"batches: {name} is None in some batches but not in others")
+    if len(batches) == 1:
+        return batches[0]
+    steps = max(batch.actions.shape[1] for batch in batches)
+
+    def padded(name: str) -> torch.Tensor | None:
+        """The per-step field `name` of every batch, zero-padded to `steps`, stacked on rows."""
+        if getattr(batches[0], name) is None:
+            return None
+        parts = [getattr(batch, name) for batch in batches]
+        return torch.cat([F.pad(x, (0, steps - x.shape[1])) for x in parts])
+
+    def joined(name: str) -> torch.Tensor | None:
+        if getattr(batches[0], name) is None:
+            return None
+        return torch.cat([getattr(batch, name) for batch in batches])
+
+    states = [
+        torch.cat([s, s[:, -1:].expand(-1, steps + 1 - s.shape[1], -1)], 1)
+        for s in (batch.states for batch in batches)
+    ]
+    return TrajectoryBatch(
+        states=torch.cat(states),
+        actions=padded("actions"),
+        lengths=joined("lengths"),
+        log_pf=padded("log_pf"),
+        log_pb=padded("log_pb"),
+        log_behavior=joined("log_behavior"),
+        log_reward=joined("log_reward"),
+        terminal=joined("terminal"),
+    )
 
 
 def sample_trajectories(

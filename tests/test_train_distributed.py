@@ -1,0 +1,82 @@
+"""`gfn-fast train --nproc N` / `launch`: N gloo processes train exactly the run that one
+process gives on the same shards, and `concatenate` joins shards into one batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from gfn_fast import envs
+from gfn_fast.policies import make_policy
+from gfn_fast.sampler import concatenate, sample_trajectories
+from gfn_fast.train import TrainConfig, Trainer, launch, resolve, shard_sizes
+
+# 11 trajectories: uneven shards of 6 and 5.
+TINY = {"steps": 4, "batch_size": 11, "eval_every": 2, "hidden": 16, "layers": 1, "nproc": 2}
+
+
+def _comparable(curve):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in curve]
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_two_processes_equal_one_process_on_the_same_shards(tmp_path):
+    config = TrainConfig(objective="renyi", learn_pb=True, **TINY)
+    final = launch(config, tmp_path, progress=False)
+    single = Trainer(config)  # samples both shards itself
+    want = single.run(progress=False)
+    assert final["step"] == want["step"] == 4 and final["trajectories"] == want["trajectories"]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    # One all-reduce of the gradients against one backward pass: equal up to rounding.
+    for name, want in single.policy.state_dict().items():
+        torch.testing.assert_close(state["policy"][name], want, rtol=1e-5, atol=1e-6)
+    assert state["counters"]["trajectories"] == 4 * 11
+    assert len(state["generators"]) == 2
+    curve, want_curve = _comparable(state["curve"]), _comparable(single.curve)
+    assert [r["modes"] for r in curve] == [r["modes"] for r in want_curve]
+    for record, want in zip(curve, want_curve, strict=True):
+        assert record.keys() == want.keys()
+        for key in ("exact_l1", "loss", "ess"):
+            assert record[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6)
+
+
+def test_shards_split_the_batch_and_keep_one_process_runs_unchanged():
+    assert shard_sizes(11, 2) == [6, 5] and shard_sizes(128, 3) == [43, 43, 42]
+    config = TrainConfig(steps=1, batch_size=8, eval_every=1)
+    one = Trainer(config)
+    assert one.sizes == [8] and one.generators[0].initial_seed() == 0
+    with pytest.raises(ValueError, match="batch_size"):
+        resolve(TrainConfig(batch_size=2, nproc=3))
+    with pytest.raises(ValueError, match="nproc"):
+        resolve(TrainConfig(nproc=0))
+    with pytest.raises(ValueError, match="config, resume"):
+        launch()
+
+
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_concatenated_shards_give_the_loss_inputs_of_each_shard(layout):
+    env = envs.make("hypergrid", None)
+    policy = make_policy(env, 8, 1, learn_pb=True)
+    generator = torch.Generator().manual_seed(0)
+    shards = [sample_trajectories(env, policy, n, generator=generator) for n in (1, 5, 3)]
+    joined = concatenate(shards)
+    assert joined.states.shape[1] == joined.log_pf.shape[1] + 1
+    inputs = joined.loss_inputs(layout)
+    parts = [shard.loss_inputs(layout) for shard in shards]
+    for key in ("log_pf", "log_pb"):
+        per_trajectory = [torch.stack([row.sum() for row in _rows(part, key)]) for part in parts]
+        torch.testing.assert_close(
+            torch.stack([row.sum() for row in _rows(inputs, key)]), torch.cat(per_trajectory)
+        )
+    torch.testing.assert_close(inputs["log_reward"], torch.cat([p["log_reward"] for p in parts]))
+    assert torch.equal(joined.terminal, torch.cat([s.terminal for s in shards]))
+    with pytest.raises(ValueError, match="batches"):
+        concatenate([])
+
+
+def _rows(inputs, key):
+    """The per-step values of each trajectory in `inputs` (padded or packed)."""
+    if "offsets" in inputs:
+        return inputs[key].tensor_split(inputs["offsets"][1:-1].tolist())
+    return [row[:length] for row, length in zip(inputs[key], inputs["lengths"], strict=True)]
