@@ -44,9 +44,15 @@ def segment_sum(
     values: torch.Tensor, lengths: torch.Tensor | None = None, offsets: torch.Tensor | None = None
 ) -> torch.Tensor:
     """[B] sums of per-step values; padded [B, T] with lengths, or packed [N] with offsets."""
+    acc = values.to(accumulation_dtype(values.dtype))
+    if offsets is None:
+        if lengths is None:
+            return acc.sum(1)
+        inside = torch.arange(values.shape[1], device=values.device) < lengths.unsqueeze(1)
+        # torch.where, not a product: padding may hold NaN or inf and must not leak in.
+        return torch.where(inside, acc, torch.zeros((), dtype=acc.dtype, device=acc.device)).sum(1)
     positions, segment, batch = segment_positions(values.shape, lengths, offsets, values.device)
-    steps = values.reshape(-1)[positions].to(accumulation_dtype(values.dtype))
-    return _sum_by_segment(steps, segment, batch)
+    return _sum_by_segment(acc[positions], segment, batch)
 
 
 def step_logprobs(
