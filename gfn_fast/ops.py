@@ -159,34 +159,20 @@ def batch_coefficients(
     return reference.batch_coefficients(*args, process_group)
 
 
-def _coefficients_fake(log_pf, log_pb, log_reward, log_behavior, log_z, *_):
-    acc = accumulation_dtype(log_pf.dtype)
-    scalar = log_pf.new_empty((), dtype=acc)
-    batch = log_pf.new_empty(log_pf.shape, dtype=acc)
-    return (
-        batch,
-        torch.empty_like(batch),
-        scalar,
-        scalar.clone(),
-        scalar.clone(),
-        scalar.clone(),
-        log_pf.new_empty((), dtype=torch.bool),
-    )
+def _coefficients_like(log_reward: torch.Tensor, dtype: torch.dtype):
+    """Empty (c, d, e, value, ess, log_z_hat, skipped) for a batch shaped like log_reward."""
+    acc = accumulation_dtype(dtype)
+    scalars = [log_reward.new_empty((), dtype=acc) for _ in range(4)]
+    per_trajectory = [log_reward.new_empty(log_reward.shape, dtype=acc) for _ in range(2)]
+    return (*per_trajectory, *scalars, log_reward.new_empty((), dtype=torch.bool))
 
 
-def _fused_fake(step_log_pf, step_log_pb, log_reward, log_behavior, log_z, lengths, offsets, *_):
-    acc = accumulation_dtype(step_log_pf.dtype)
-    batch = log_reward.new_empty(log_reward.shape, dtype=acc)
-    scalar = log_reward.new_empty((), dtype=acc)
-    return (
-        batch,
-        torch.empty_like(batch),
-        scalar,
-        scalar.clone(),
-        scalar.clone(),
-        scalar.clone(),
-        log_reward.new_empty((), dtype=torch.bool),
-    )
+def _coefficients_fake(log_pf, log_pb, log_reward, *_):
+    return _coefficients_like(log_reward, log_pf.dtype)
+
+
+def _fused_fake(step_log_pf, step_log_pb, log_reward, *_):
+    return _coefficients_like(log_reward, step_log_pf.dtype)
 
 
 def _fused_backward_fake(grad, c, d, e, lengths, offsets, shape, pf_dtype, pb_dtype):
