@@ -19,15 +19,8 @@ import torch
 
 import gfn_fast as gf
 from gfn_fast import envs
-from gfn_fast.train import (
-    COMPARED_OBJECTIVES,
-    TrainConfig,
-    Trainer,
-    checkpoint_config,
-    compare,
-    launch,
-    summary_table,
-)
+from gfn_fast.compare import COMPARED_OBJECTIVES, compare, summary_table
+from gfn_fast.train import TrainConfig, Trainer, checkpoint_config, launch
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
