@@ -23,7 +23,8 @@ Op contracts (shared by every implementation):
 - divergence_loss_fused(step_log_pf, step_log_pb?, log_reward, log_behavior?, log_z?,
   lengths?, offsets?, ...) -> the same 7 outputs, from per-step inputs. Its `value` output
   is differentiable: its gradient is the surrogate's (grad * c[b] on each step of
-  step_log_pf, grad * d[b] on step_log_pb, grad * e on log_z).
+  step_log_pf, grad * d[b] on step_log_pb, grad * e on log_z). Its autograd is registered
+  in C++ (csrc/autograd.cpp): the Python wrapper of torch.library cost as much as the kernel.
 - divergence_loss_backward(grad_loss [], c, d, e, lengths?, offsets?, shape, pf_dtype,
   pb_dtype) -> (grad_step_log_pf, grad_step_log_pb, grad_log_z).
 """
@@ -183,41 +184,6 @@ def _fused_backward_fake(grad, c, d, e, lengths, offsets, shape, pf_dtype, pb_dt
     )
 
 
-def _fused_setup(ctx, inputs, output):
-    step_log_pf, step_log_pb, _, _, log_z, lengths, offsets = inputs[:7]
-    c, d, e = output[:3]
-    ctx.save_for_backward(c, d, e, lengths, offsets)
-    ctx.shape = step_log_pf.shape
-    ctx.pf_dtype = step_log_pf.dtype
-    ctx.pb_dtype = step_log_pf.dtype if step_log_pb is None else step_log_pb.dtype
-    ctx.has_pb, ctx.has_log_z = step_log_pb is not None, log_z is not None
-    # Only `value` carries a gradient; zero-filling the other six outputs' gradients would
-    # cost a kernel each on CUDA (the loss budget is 3 launches).
-    ctx.set_materialize_grads(False)
-
-
-def _fused_grad(ctx, _gc, _gd, _ge, grad_value, _gess, _glzh, _gskip):
-    if grad_value is None:
-        return (None,) * 11
-    c, d, e, lengths, offsets = ctx.saved_tensors
-    grad_pf, grad_pb, grad_log_z = _native("divergence_loss_backward")(
-        grad_value, c, d, e, lengths, offsets, ctx.shape, ctx.pf_dtype, ctx.pb_dtype
-    )
-    return (
-        grad_pf,
-        grad_pb if ctx.has_pb else None,
-        None,
-        None,
-        grad_log_z if ctx.has_log_z else None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
-
-
 def divergence_from_steps(
     step_log_pf,
     step_log_pb,
@@ -270,9 +236,6 @@ def _register() -> None:
     )
     torch.library.register_autograd(
         f"{_LIB}::logprob_from_logits", _logprob_grad, setup_context=_logprob_setup
-    )
-    torch.library.register_autograd(
-        f"{_LIB}::divergence_loss_fused", _fused_grad, setup_context=_fused_setup
     )
 
 
