@@ -2,7 +2,8 @@
 
 Order of preference: "cuda" (extension built with CUDA and a GPU present), "cpu" (native
 C++ kernels), "reference" (pure PyTorch). The environment variable GFN_FAST_BACKEND=reference
-or `use_backend("reference")` forces the pure-PyTorch path, for tests and benchmarks.
+(read once, when gfn_fast is imported) or `use_backend("reference")` forces the pure-PyTorch
+path, for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ except ImportError as error:  # extension not built: the reference keeps everyth
 
 _forced: str | None = None
 _warned = False
+# Read once: the backend is asked on every loss call, and os.environ lookups cost as much as
+# a small kernel.
+_ENV_BACKEND = os.environ.get("GFN_FAST_BACKEND")
 
 
 def _has_kernel(dispatch_key: str) -> bool:
@@ -54,7 +58,7 @@ def _detected() -> str:
 
 def _warn_fallback_once() -> None:
     global _warned
-    if _warned or _forced == "reference" or os.environ.get("GFN_FAST_BACKEND") == "reference":
+    if _warned or _forced == "reference" or _ENV_BACKEND == "reference":
         return
     _warned = True
     reason = (
@@ -76,7 +80,7 @@ def backend() -> str:
     "cuda" means native kernels exist for CUDA tensors (CPU tensors still use the CPU
     kernels); "cpu" means native CPU kernels only; "reference" means pure PyTorch.
     """
-    requested = _forced or os.environ.get("GFN_FAST_BACKEND")
+    requested = _forced or _ENV_BACKEND
     if requested == "reference":
         return "reference"
     found = _detected()

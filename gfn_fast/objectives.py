@@ -85,8 +85,10 @@ def _weighted_mean(reduce, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return reduce.sum(torch.where(p > 0, p * x, torch.zeros_like(x)))
 
 
-def _tilt(reduce, p: torch.Tensor, l: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """For weights p (summing to 1) and values l, returns exactly
+def _tilt(
+    reduce, p: torch.Tensor, log_p: torch.Tensor, l: torch.Tensor, h: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For weights p (summing to 1, with logs log_p) and values l, returns exactly
 
         grad_k = (softmax(log p + h l)_k - p_k) / h      and      log(sum_k p_k e^{h l_k}) / h,
 
@@ -105,7 +107,7 @@ def _tilt(reduce, p: torch.Tensor, l: torch.Tensor, h: float) -> tuple[torch.Ten
     stable_log_mgf = mean + torch.log1p(h * moment) / h
 
     # Zero-weight entries are left out, so l = -inf with h < 0 cannot make -inf + inf.
-    tilted_logits = torch.where(p > 0, torch.log(p) + h * l, torch.full_like(l, -math.inf))
+    tilted_logits = torch.where(p > 0, log_p + h * l, torch.full_like(l, -math.inf))
     direct_grad = (reduce.softmax(tilted_logits) - p) / h
     direct_log_mgf = reduce.logsumexp(tilted_logits) / h
     grad = torch.where(stable_ok, stable_grad, direct_grad)
@@ -136,10 +138,13 @@ class _Batch:
         self.rho = torch.exp(self.log_rho)
         # pi_k = rho_k / sum_j rho_j (1/K on-policy)
         self.pi = reduce.softmax(self.log_rho)
+        self.lse_rho = math.log(k) if self.on_policy else reduce.logsumexp(self.log_rho)
+        self.log_pi = self.log_rho - self.lse_rho
         log_w0 = self.l + self.log_rho
         self.lse0 = reduce.logsumexp(log_w0)
         self.skipped = torch.isneginf(self.lse0)
-        self.w0 = torch.where(self.skipped, torch.zeros_like(log_w0), torch.exp(log_w0 - self.lse0))
+        self.log_w0 = log_w0 - self.lse0
+        self.w0 = torch.where(self.skipped, torch.zeros_like(log_w0), torch.exp(self.log_w0))
         self.log_z_hat = self.lse0 - math.log(self.k)
         self.ess = torch.where(self.skipped, self.lse0.new_zeros(()), 1.0 / reduce.sum(self.w0**2))
 
@@ -173,7 +178,7 @@ def _reverse_kl(batch: _Batch, cv: str, log_z: torch.Tensor | None):
 def _forward_kl(batch: _Batch, cv: str):
     w = batch.w0
     c = -(w - batch.pi) if cv == "loo" else -w
-    d, mean_l = _tilt(batch.reduce, w, batch.l, 0.0)
+    d, mean_l = _tilt(batch.reduce, w, batch.log_w0, batch.l, 0.0)
     return c, d, batch.zero(), mean_l - batch.log_z_hat
 
 
@@ -181,8 +186,8 @@ def _renyi(batch: _Batch, cv: str, alpha: float):
     h = 1.0 - alpha
     reduce = batch.reduce
     w = reduce.softmax(h * batch.l + batch.log_rho)
-    pi_tilt_grad, pi_log_mgf = _tilt(reduce, batch.pi, batch.l, h)
-    w0_tilt_grad, w0_log_mgf = _tilt(reduce, batch.w0, batch.l, -alpha)
+    pi_tilt_grad, pi_log_mgf = _tilt(reduce, batch.pi, batch.log_pi, batch.l, h)
+    w0_tilt_grad, w0_log_mgf = _tilt(reduce, batch.w0, batch.log_w0, batch.l, -alpha)
     c = -pi_tilt_grad if cv == "loo" else w / (alpha - 1)  # (w - pi) / (alpha - 1) for loo
     # d = -w / alpha; near alpha = 0 the equivalent -(w_alpha - w_0) / alpha.
     d = w0_tilt_grad if abs(alpha) < ALPHA_ZERO_WINDOW else -w / alpha
@@ -190,7 +195,7 @@ def _renyi(batch: _Batch, cv: str, alpha: float):
         # (log Zhat - log Mhat) / alpha rewritten around the w0 tilt: exact and finite at 0.
         value = (w0_log_mgf - batch.log_z_hat) / h
     else:
-        log_mean_rho = reduce.logsumexp(batch.log_rho) - math.log(batch.k)
+        log_mean_rho = batch.lse_rho - math.log(batch.k)
         log_m_hat = log_mean_rho / h + pi_log_mgf
         value = (batch.log_z_hat - log_m_hat) / alpha
     return c, d, batch.zero(), value

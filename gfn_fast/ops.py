@@ -214,8 +214,9 @@ def divergence_from_steps(
         float(alpha),
         bool(paper),
     )
-    coefficients = Coefficients(*(t.detach() for t in out))
-    return out[3], coefficients
+    # Only `value` carries autograd; the other outputs are non-differentiable already.
+    c, d, e, value, ess, log_z_hat, skipped = out
+    return value, Coefficients(c, d, e, value.detach(), ess, log_z_hat, skipped)
 
 
 def _register() -> None:

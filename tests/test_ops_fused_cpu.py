@@ -132,6 +132,42 @@ def test_batch_coefficients_mirror_objectives(objective, cv, off_policy):
             _assert_mirrors(_native("batch_coefficients")(*args32), expected32, label, rtol=2e-6)
 
 
+@pytest.mark.parametrize("objective", objectives.OBJECTIVES)
+@pytest.mark.parametrize("cv", objectives.CONTROL_VARIATES)
+@pytest.mark.parametrize("off_policy", [False, True], ids=["on", "off"])
+def test_batch_coefficients_over_parallel_chunks(objective, cv, off_policy):
+    """K = 2500 spans three of the CPU step's 1024-trajectory chunks, the last one ragged;
+    the result is the reference's and bitwise independent of the thread count."""
+    if objective == "tb" and cv == "loo" and off_policy:
+        pytest.skip("tb loo is on-policy only (ValueError in check_arguments)")
+    s, b, r, q = _batch("normal", 2500, off_policy, seed=1)
+    for alpha, paper, log_z in _cases(objective, cv, off_policy):
+        lz = None if log_z is None else torch.tensor(log_z, dtype=torch.float64)
+        args = (s, b, r, q, lz, objective, cv, alpha, paper)
+        expected = objectives.coefficients(
+            objective,
+            cv,
+            log_pf=s,
+            log_pb=b,
+            log_reward=r,
+            log_behavior=q,
+            log_z=lz,
+            alpha=alpha,
+            paper_normalization=paper,
+        )
+        label = f"{objective}/{cv}/alpha={alpha}/paper={paper}/log_z={log_z}"
+        parallel = _native("batch_coefficients")(*args)
+        _assert_mirrors(parallel, expected, label)
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            serial = _native("batch_coefficients")(*args)
+        finally:
+            torch.set_num_threads(threads)
+        for a, c in zip(parallel, serial, strict=True):
+            assert torch.equal(a, c), label
+
+
 @pytest.mark.parametrize("objective", ["forward_kl", "renyi", "tsallis", "reverse_kl"])
 def test_batch_coefficients_single_trajectory(objective):
     s, b, r, _ = _batch("normal", 1, False)
@@ -372,7 +408,8 @@ def test_fused_loss_compiles_fullgraph_inductor():
 
 
 def test_fused_loss_bitwise_deterministic():
-    pf, pb, r, _, kwargs = _steps(torch.float32, "packed", batch=700, steps=60)
+    # 2500 trajectories: several chunks of the parallel batch step.
+    pf, pb, r, _, kwargs = _steps(torch.float32, "packed", batch=2500, steps=20)
 
     def run():
         options = dict(alpha=0.5, control_variate="loo", log_z_dtype=torch.float32)

@@ -21,7 +21,7 @@
 //   GFN_HOST_DEVICE void for_each(int64_t n, F f) const;
 //       Calls f(i) exactly once per i; its writes are visible once for_each returns.
 //
-// The CPU policy is a plain loop (csrc/cpu/batch_step_cpu.h). A CUDA policy runs the step
+// The CPU policy folds fixed-size chunks in parallel (csrc/cpu/batch_step_cpu.h). A CUDA policy runs the step
 // in one thread block: every thread executes batch_step, map / f run strided over k,
 // reduce is a block reduction broadcast to all threads, and for_each ends with a barrier.
 // The scalar outputs are then identical in every thread; one of them stores them.
@@ -214,10 +214,15 @@ GFN_HOST_DEVICE inline double rho_of(const Common& cm, const Scratch& sc, int64_
 // For weights p (summing to 1) and values l (objectives._tilt):
 //   grad_k = (softmax(log p + h l)_k - p_k) / h     and     log(sum_k p_k e^{h l_k}) / h,
 // with the stable phi form near h = 0 and the direct form elsewhere. prepare() fills
-// `terms` (one double per k); grad(i) then costs no transcendental call.
+// `terms` (one double per k); grad(i) then costs no transcendental call. The direct form
+// takes log p_k = log_a_k + log_b_k - log_norm from the log-domain values p came from,
+// without a log call (log_b may be null).
 struct Tilt {
   const double* p;
   const double* l;
+  const double* log_a;
+  const double* log_b;
+  double log_norm;
   double* terms;
   double h;
   bool stable;
@@ -256,8 +261,12 @@ struct Tilt {
       log_mgf = mean + ::log1p(hh * moment) / hh;
     } else {
       // Zero-weight entries are left out, so l = -inf with h < 0 cannot make -inf + inf.
+      const double* la = log_a;
+      const double* lb = log_b;
+      const double norm = log_norm;
       const double m = max(reduce, k, [&](int64_t i) {
-        const double x = pp[i] > 0 ? ::log(pp[i]) + hh * ll[i] : -inf();
+        const double log_p = la[i] + (lb ? lb[i] : 0.0) - norm;
+        const double x = pp[i] > 0 ? log_p + hh * ll[i] : -inf();
         tt[i] = x;
         return x;
       });
@@ -279,11 +288,14 @@ struct Tilt {
   }
 };
 
-GFN_HOST_DEVICE inline Tilt make_tilt(const double* p, const double* l, double* terms,
-                                      double h) {
+GFN_HOST_DEVICE inline Tilt make_tilt(const double* p, const double* log_a, const double* log_b,
+                                      double log_norm, const double* l, double* terms, double h) {
   Tilt t{};
   t.p = p;
   t.l = l;
+  t.log_a = log_a;
+  t.log_b = log_b;
+  t.log_norm = log_norm;
   t.terms = terms;
   t.h = h;
   return t;
@@ -394,7 +406,7 @@ GFN_HOST_DEVICE void batch_step(const R& reduce, const BatchInputs& in, BatchOut
     const bool own_log_z = cfg.objective == Objective::kReverseKl && in.has_log_z;
     res.value = (own_log_z ? in.log_z : cm.log_z_hat) - rho_l / kd;
   } else if (kind == Objective::kForwardKl) {
-    Tilt tilt = make_tilt(sc.w0, l, sc.t1, 0.0);
+    Tilt tilt = make_tilt(sc.w0, l, sc.lrho, cm.lse0, l, sc.t1, 0.0);
     tilt.prepare(reduce, k);
     const double* w0 = sc.w0;
     const double* pi = sc.pi;
@@ -415,9 +427,10 @@ GFN_HOST_DEVICE void batch_step(const R& reduce, const BatchInputs& in, BatchOut
       w[i] = e;
       return e;
     });
-    Tilt pi_tilt = make_tilt(sc.pi, l, sc.t1, h);
+    // log pi = log rho - lse_rho and log w0 = l + log rho - lse0.
+    Tilt pi_tilt = make_tilt(sc.pi, sc.lrho, nullptr, cm.lse_rho, l, sc.t1, h);
     if (loo || abs_alpha > 0.5) pi_tilt.prepare(reduce, k);
-    Tilt w0_tilt = make_tilt(sc.w0, l, sc.t2, -alpha);
+    Tilt w0_tilt = make_tilt(sc.w0, l, sc.lrho, cm.lse0, l, sc.t2, -alpha);
     if (abs_alpha <= 0.5) w0_tilt.prepare(reduce, k);
     const bool d_window = abs_alpha < kAlphaZeroWindow;
     write_cd(reduce, k, out, scale, skip, [&](int64_t i, double& c, double& d) {

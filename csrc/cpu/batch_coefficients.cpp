@@ -66,7 +66,7 @@ void run(const batch::BatchInputs& in, at::Tensor& c, at::Tensor& d,
   batch::BatchOutputs<OutT> out;
   out.c = c.data_ptr<OutT>();
   out.d = d.data_ptr<OutT>();
-  batch::batch_step(SerialReduce{}, in, out);
+  batch::batch_step(ChunkedReduce{}, in, out);
   scalars.e = out.e;
   scalars.value = out.value;
   scalars.ess = out.ess;

@@ -1,30 +1,56 @@
-// The CPU side of the shared batch step (csrc/common/batch_step.h): a serial reduction
+// The CPU side of the shared batch step (csrc/common/batch_step.h): a parallel reduction
 // policy and a tensor-level entry point used by batch_coefficients and the fused loss.
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "../common/batch_step.h"
 
 namespace gfn_fast {
 namespace cpu {
 
-// Plain loops in index order: deterministic, and for the K of a training batch the batch
-// step costs far less than the per-step passes around it.
-struct SerialReduce {
+// Fixed-size chunks of k, folded in index order and run in parallel; the chunk results are
+// combined in chunk order. The order depends on K alone, so results are bitwise the same
+// for any thread count. Batches of one chunk run serially, without a parallel region.
+struct ChunkedReduce {
+  static constexpr int64_t kChunk = 1024;
+
   template <class T, class Map, class Combine>
   T reduce(int64_t n, T identity, Map map, Combine combine) const {
+    const auto fold = [&](int64_t chunk) {
+      T acc = identity;
+      for (int64_t i = chunk * kChunk, end = std::min(n, i + kChunk); i < end; ++i) {
+        acc = combine(acc, map(i));
+      }
+      return acc;
+    };
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    if (chunks <= 1) return fold(0);
+    std::vector<T> partial(static_cast<size_t>(chunks), identity);
+    at::parallel_for(0, chunks, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t chunk = lo; chunk < hi; ++chunk) partial[chunk] = fold(chunk);
+    });
     T acc = identity;
-    for (int64_t i = 0; i < n; ++i) acc = combine(acc, map(i));
+    for (const T& part : partial) acc = combine(acc, part);
     return acc;
   }
+
   template <class F>
   void for_each(int64_t n, F f) const {
-    for (int64_t i = 0; i < n; ++i) f(i);
+    if (n <= kChunk) {
+      for (int64_t i = 0; i < n; ++i) f(i);
+      return;
+    }
+    at::parallel_for(0, n, kChunk, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) f(i);
+    });
   }
 };
 

@@ -21,12 +21,6 @@ namespace gfn_fast {
 namespace cpu {
 namespace {
 
-#if defined(__GNUC__)
-#define GFN_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define GFN_ALWAYS_INLINE inline
-#endif
-
 // logsumexp of one row in which masked actions already hold -inf.
 template <class Acc>
 GFN_ALWAYS_INLINE Acc row_lse(const Acc* x, int64_t n) {

@@ -23,6 +23,12 @@
 #define GFN_TARGET_CLONES
 #endif
 
+#if defined(__GNUC__)
+#define GFN_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define GFN_ALWAYS_INLINE inline
+#endif
+
 namespace gfn_fast {
 namespace cpu {
 
@@ -67,9 +73,10 @@ inline Acc combine_lanes(Acc* lanes) {
   return lanes[0];
 }
 
-// Sum of n values in Acc, in an order fixed by n alone.
+// Sum of n values in Acc, in an order fixed by n alone (the same in every clone: no FMA
+// can contract a plain sum).
 template <class T, class Acc = acc_t<T>>
-inline Acc sum_steps(const T* x, int64_t n) {
+GFN_ALWAYS_INLINE Acc sum_steps_inline(const T* x, int64_t n) {
   Acc lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -78,6 +85,18 @@ inline Acc sum_steps(const T* x, int64_t n) {
   Acc tail = 0;
   for (; i < n; ++i) tail += static_cast<Acc>(x[i]);
   return combine_lanes(lanes) + tail;
+}
+
+// The float sum, compiled once per target (vec_math.cpp).
+float sum_steps_f32(const float* x, int64_t n);
+
+template <class T>
+inline acc_t<T> sum_steps(const T* x, int64_t n) {
+  if constexpr (std::is_same<T, float>::value) {
+    return sum_steps_f32(x, n);
+  } else {
+    return sum_steps_inline(x, n);
+  }
 }
 
 }  // namespace cpu
