@@ -16,8 +16,14 @@ made during forward + backward, from the torch profiler's memory events at op
 granularity, minus the [B, T, A] gradient that every implementation returns (so it counts
 only the intermediates: saved softmax / log-softmax tensors, masks, per-step buffers).
 
+The fused-loss cases also time "memory_floor": the same autograd step with no batch math at
+all, only torch's own row sums of both inputs forward and a fill of both gradients backward.
+No implementation that reads the inputs and writes the gradients can beat it, so
+<impl> / memory_floor bounds the speed-up over <impl> that any kernel can show here.
+
 ratios: "<bench>/native_vs_<impl>" = median time of <impl> / median time of native (how many
-times faster native is); "<bench>/peak_mem_native_vs_eager" = native peak / eager peak.
+times faster native is); "<bench>/floor_bound_vs_<impl>" = median time of <impl> / median
+time of memory_floor; "<bench>/peak_mem_native_vs_eager" = native peak / eager peak.
 """
 
 from __future__ import annotations
@@ -91,6 +97,8 @@ def _fused_case(batch: int, steps: int) -> Case:
         fn = loss_fn
         if impl == "compiled":
             fn = torch.compile(loss_fn, fullgraph=True, dynamic=False)
+        if impl == "memory_floor":
+            fn = _MemoryFloor.apply
 
         def step():
             log_pf.grad = log_pb.grad = None
@@ -105,7 +113,21 @@ def _fused_case(batch: int, steps: int) -> Case:
         dtype="float32",
         bytes_moved=4 * element_bytes,  # read log_pf, log_pb; write both gradients
         make=make,
+        impls=("native", "eager", "compiled", "memory_floor"),
     )
+
+
+class _MemoryFloor(torch.autograd.Function):
+    """Reads both per-step inputs and writes both gradients, with no batch math."""
+
+    @staticmethod
+    def forward(ctx, log_pf, log_pb):
+        ctx.shape = log_pf.shape
+        return (log_pf.sum(1) + log_pb.sum(1)).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.empty(ctx.shape).fill_(1.0), torch.empty(ctx.shape).fill_(-1.0)
 
 
 def _logprob_case(batch: int, steps: int, actions: int) -> Case:
@@ -237,7 +259,7 @@ def run(quick: bool = False) -> dict:
                     "peak_mem_mb": None if mems[impl] is None else round(mems[impl], 2),
                 }
             )
-            print(f"{case.bench:48s} {impl:9s} {times[impl]:9.3f} ms", file=sys.stderr)
+            print(f"{case.bench:48s} {impl:12s} {times[impl]:9.3f} ms", file=sys.stderr)
         clone_ms, clone_gbps = _clone_gbps(case.bytes_moved)
         rows.append(
             {
@@ -251,8 +273,13 @@ def run(quick: bool = False) -> dict:
             }
         )
         for impl in case.impls:
-            if impl != "native":
+            if impl not in ("native", "memory_floor"):
                 ratios[f"{case.bench}/native_vs_{impl}"] = round(times[impl] / times["native"], 2)
+        if "memory_floor" in times:
+            for impl in ("eager", "compiled"):
+                ratios[f"{case.bench}/floor_bound_vs_{impl}"] = round(
+                    times[impl] / times["memory_floor"], 2
+                )
         if case.memory:
             ratios[f"{case.bench}/peak_mem_native_vs_eager"] = round(
                 mems["native"] / max(mems["eager"], 1e-9), 3
@@ -274,11 +301,13 @@ def run(quick: bool = False) -> dict:
 _CASES = {case.bench: case for case in cases()}
 
 
-@pytest.mark.parametrize("impl", ["native", "eager", "compiled"])
+@pytest.mark.parametrize("impl", ["native", "eager", "compiled", "memory_floor"])
 @pytest.mark.parametrize("bench", sorted(_CASES))
 def test_cpu_benchmark(benchmark, bench, impl):
     torch.set_num_threads(THREADS)
     case = _CASES[bench]
+    if impl not in case.impls:
+        pytest.skip(f"{bench} has no {impl} variant")
     fn = case.make(impl)
     fn()  # compile / warm up outside the timing
     benchmark.extra_info.update(

@@ -40,9 +40,9 @@ class FusedDivergenceLoss : public torch::autograd::Function<FusedDivergenceLoss
         {c, d, e, lengths.value_or(at::Tensor()), offsets.value_or(at::Tensor())});
     ctx->saved_data["shape"] = step_log_pf.sym_sizes().vec();
     ctx->saved_data["pf_dtype"] = step_log_pf.scalar_type();
-    ctx->saved_data["pb_dtype"] =
-        step_log_pb.has_value() ? step_log_pb->scalar_type() : step_log_pf.scalar_type();
-    ctx->saved_data["has_pb"] = step_log_pb.has_value();
+    ctx->saved_data["pb_dtype"] = step_log_pb.has_value()
+                                      ? c10::IValue(step_log_pb->scalar_type())
+                                      : c10::IValue();
     ctx->saved_data["has_log_z"] = log_z.has_value();
     ctx->mark_non_differentiable({c, d, e, ess, log_z_hat, skipped});
     // No zero-filled gradients for the six non-differentiable outputs (a launch each on CUDA).
@@ -59,7 +59,8 @@ class FusedDivergenceLoss : public torch::autograd::Function<FusedDivergenceLoss
                          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
                              const at::Tensor&, const at::Tensor&, const at::Tensor&,
                              const at::Tensor&, const OptTensor&, const OptTensor&,
-                             c10::SymIntArrayRef, at::ScalarType, at::ScalarType)>();
+                             c10::SymIntArrayRef, at::ScalarType,
+                             c10::optional<at::ScalarType>)>();
     const variable_list saved = ctx->get_saved_variables();
     const auto optional = [](const at::Tensor& t) {
       return t.defined() ? OptTensor(t) : OptTensor();
@@ -68,9 +69,9 @@ class FusedDivergenceLoss : public torch::autograd::Function<FusedDivergenceLoss
     auto [grad_pf, grad_pb, grad_log_z] =
         op.call(grad_value, saved[0], saved[1], saved[2], optional(saved[3]), optional(saved[4]),
                 shape, ctx->saved_data["pf_dtype"].toScalarType(),
-                ctx->saved_data["pb_dtype"].toScalarType());
+                ctx->saved_data["pb_dtype"].toOptional<at::ScalarType>());
     out[0] = grad_pf;
-    if (ctx->saved_data["has_pb"].toBool()) out[1] = grad_pb;
+    if (!ctx->saved_data["pb_dtype"].isNone()) out[1] = grad_pb;
     if (ctx->saved_data["has_log_z"].toBool()) out[4] = grad_log_z;
     return out;
   }

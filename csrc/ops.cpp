@@ -35,10 +35,11 @@ TORCH_LIBRARY(gfn_fast, m) {
       "str control_variate, float alpha, bool paper_normalization) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // (grad_step_log_pf, grad_step_log_pb, grad_log_z) = grad_loss * (c[b], d[b], e): the
-  // surrogate's gradient written over each segment, zero on padding; one pass.
+  // surrogate's gradient written over each segment, zero on padding; one pass. pb_dtype None
+  // (no step_log_pb): the second output is an empty tensor, and nothing is written for it.
   m.def(
       "divergence_loss_backward(Tensor grad_loss, Tensor c, Tensor d, Tensor e, Tensor? lengths, "
-      "Tensor? offsets, SymInt[] shape, ScalarType pf_dtype, ScalarType pb_dtype) "
+      "Tensor? offsets, SymInt[] shape, ScalarType pf_dtype, ScalarType? pb_dtype) "
       "-> (Tensor, Tensor, Tensor)");
 }
 

@@ -26,7 +26,8 @@ Op contracts (shared by every implementation):
   step_log_pf, grad * d[b] on step_log_pb, grad * e on log_z). Its autograd is registered
   in C++ (csrc/autograd.cpp): the Python wrapper of torch.library cost as much as the kernel.
 - divergence_loss_backward(grad_loss [], c, d, e, lengths?, offsets?, shape, pf_dtype,
-  pb_dtype) -> (grad_step_log_pf, grad_step_log_pb, grad_log_z).
+  pb_dtype?) -> (grad_step_log_pf, grad_step_log_pb, grad_log_z); pb_dtype None (no
+  step_log_pb) returns an empty grad_step_log_pb and writes nothing for it.
 """
 
 from __future__ import annotations
@@ -177,9 +178,10 @@ def _fused_fake(step_log_pf, step_log_pb, log_reward, *_):
 
 
 def _fused_backward_fake(grad, c, d, e, lengths, offsets, shape, pf_dtype, pb_dtype):
+    grad_pb_shape = (0,) if pb_dtype is None else shape
     return (
         grad.new_empty(shape, dtype=pf_dtype),
-        grad.new_empty(shape, dtype=pb_dtype),
+        grad.new_empty(grad_pb_shape, dtype=pf_dtype if pb_dtype is None else pb_dtype),
         torch.empty_like(e),
     )
 

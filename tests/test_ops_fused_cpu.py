@@ -354,20 +354,22 @@ def test_fused_opcheck():
     )
     torch.library.opcheck(_native("divergence_loss_fused"), args)
     c, d, e = _native("divergence_loss_fused")(*args)[:3]
-    torch.library.opcheck(
-        _native("divergence_loss_backward"),
-        (
-            torch.tensor(1.5),
-            c,
-            d,
-            e,
-            None,
-            torch.tensor([0, 3, 3, 7, 7, 8, 8, 8, 9, 9, 9, 9, 9]),
-            [11],
-            torch.bfloat16,
-            torch.float32,
-        ),
+    offsets = torch.tensor([0, 3, 3, 7, 7, 8, 8, 8, 9, 9, 9, 9, 9])
+    for pb_dtype in (torch.float32, None):
+        backward_args = (torch.tensor(1.5), c, d, e, None, offsets, [11], torch.bfloat16, pb_dtype)
+        torch.library.opcheck(_native("divergence_loss_backward"), backward_args)
+
+
+def test_fused_backward_without_log_pb_writes_one_gradient():
+    c = torch.tensor([0.5, -2.0, 3.0])
+    d = torch.tensor([7.0, 8.0, 9.0])
+    lengths = torch.tensor([2, 0, 3])
+    grad_pf, grad_pb, grad_log_z = _native("divergence_loss_backward")(
+        torch.tensor(2.0), c, d, torch.tensor(0.25), lengths, None, [3, 4], torch.float64, None
     )
+    mask = torch.arange(4) < lengths[:, None]
+    assert torch.equal(grad_pf, torch.where(mask, 2.0 * c[:, None].double(), 0.0))
+    assert grad_pb.numel() == 0 and float(grad_log_z) == 0.5
 
 
 def test_fused_loss_compiles_fullgraph():

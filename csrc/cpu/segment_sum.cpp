@@ -4,7 +4,6 @@
 #include <torch/extension.h>
 
 #include "segments.h"
-#include "vec_math.h"
 
 namespace gfn_fast {
 namespace cpu {
@@ -18,13 +17,7 @@ at::Tensor segment_sum(const at::Tensor& values, const c10::optional<at::Tensor>
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor out = at::empty({layout.batch()}, x.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "segment_sum", [&] {
-    const scalar_t* data = x.const_data_ptr<scalar_t>();
-    acc_t<scalar_t>* sums = out.data_ptr<acc_t<scalar_t>>();
-    layout.parallel(sizeof(scalar_t), [&](int64_t lo, int64_t hi) {
-      for (int64_t b = lo; b < hi; ++b) {
-        sums[b] = sum_steps(data + layout.begin(b), layout.end(b) - layout.begin(b));
-      }
-    });
+    segment_sums(x.const_data_ptr<scalar_t>(), layout, out.data_ptr<acc_t<scalar_t>>());
   });
   return out;
 }
@@ -42,13 +35,7 @@ at::Tensor segment_sum_backward(const at::Tensor& grad, const c10::optional<at::
   const double* gd = g.const_data_ptr<double>();
   at::Tensor out = at::empty(sizes, grad.options().dtype(dtype));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "segment_sum_backward", [&] {
-    scalar_t* data = out.data_ptr<scalar_t>();
-    fill_unowned(data, layout);
-    layout.parallel(sizeof(scalar_t), [&](int64_t lo, int64_t hi) {
-      for (int64_t b = lo; b < hi; ++b) {
-        fill_owned(data, layout, b, static_cast<scalar_t>(gd[b]));
-      }
-    });
+    fill_segments(out.data_ptr<scalar_t>(), layout, [&](int64_t b) { return gd[b]; });
   });
   return out;
 }

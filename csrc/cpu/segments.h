@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "vec_math.h"
+
 namespace gfn_fast {
 namespace cpu {
 
@@ -145,6 +147,27 @@ inline void fill_owned(T* out, const SegmentLayout& layout, int64_t b, T value) 
 template <class T>
 inline void fill_unowned(T* out, const SegmentLayout& layout) {
   if (layout.batch() == 0) std::fill(out, out + layout.total(), T(0));
+}
+
+// out[b] = the sum of segment b's steps (sum_steps, rounded to its accumulation dtype and
+// then converted to Out), in parallel over segments.
+template <class T, class Out>
+void segment_sums(const T* values, const SegmentLayout& layout, Out* out) {
+  layout.parallel(sizeof(T), [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) {
+      const int64_t first = layout.begin(b);
+      out[b] = static_cast<Out>(sum_steps(values + first, layout.end(b) - first));
+    }
+  });
+}
+
+// Writes value(b) over each segment b's steps and 0 everywhere else, in parallel.
+template <class T, class Value>
+void fill_segments(T* out, const SegmentLayout& layout, const Value& value) {
+  fill_unowned(out, layout);
+  layout.parallel(sizeof(T), [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) fill_owned(out, layout, b, static_cast<T>(value(b)));
+  });
 }
 
 }  // namespace cpu

@@ -434,14 +434,14 @@ BatchResult divergence_loss_fused(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> divergence_loss_backward(
     const at::Tensor& grad_loss, const at::Tensor& c, const at::Tensor& d, const at::Tensor& e,
     const c10::optional<at::Tensor>& lengths, const c10::optional<at::Tensor>& offsets,
-    c10::SymIntArrayRef shape, at::ScalarType pf_dtype, at::ScalarType pb_dtype) {
+    c10::SymIntArrayRef shape, at::ScalarType pf_dtype, c10::optional<at::ScalarType> pb_dtype) {
   check_float(grad_loss, "grad_loss");
   check_float(c, "c");
   check_float(d, "d");
   check_float(e, "e");
-  TORCH_CHECK_VALUE(is_float(pf_dtype) && is_float(pb_dtype),
-                    "pf_dtype and pb_dtype: expected floating dtypes, got ", pf_dtype, " and ",
-                    pb_dtype);
+  TORCH_CHECK_VALUE(is_float(pf_dtype), "pf_dtype: expected a floating dtype, got ", pf_dtype);
+  TORCH_CHECK_VALUE(!pb_dtype.has_value() || is_float(*pb_dtype),
+                    "pb_dtype: expected a floating dtype or None, got ", *pb_dtype);
   check_cuda(c, "c");
   const c10::cuda::CUDAGuard guard(c.device());
   check_device(grad_loss, c, "grad_loss");
@@ -455,14 +455,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> divergence_loss_backward(
   const VecArg dv = vec_arg(d, layout.batch, "d");
   const VecArg ev = vec_arg(e, 1, "e");
   at::Tensor grad_pf = at::empty(sizes, c.options().dtype(pf_dtype));
-  at::Tensor grad_pb = at::empty(sizes, c.options().dtype(pb_dtype));
+  // pb_dtype None: no log p_B gradient to write (an empty placeholder output).
+  at::Tensor grad_pb = pb_dtype.has_value() ? at::empty(sizes, c.options().dtype(*pb_dtype))
+                                            : at::empty({0}, c.options().dtype(pf_dtype));
   at::Tensor grad_log_z = at::empty_like(e, at::MemoryFormat::Contiguous);
   TORCH_CHECK_VALUE(e.scalar_type() == at::kFloat || e.scalar_type() == at::kDouble,
                     "e: expected float32 or float64, got ", e.scalar_type());
-  check_launch(gpu::divergence_loss_backward(g, cv, dv, ev, layout, grad_pf.data_ptr(),
-                                             to_dtype(pf_dtype), grad_pb.data_ptr(),
-                                             to_dtype(pb_dtype), grad_log_z.data_ptr(),
-                                             to_dtype(e.scalar_type()), stream()));
+  check_launch(gpu::divergence_loss_backward(
+      g, cv, dv, ev, layout, grad_pf.data_ptr(), to_dtype(pf_dtype),
+      pb_dtype.has_value() ? grad_pb.data_ptr() : nullptr, to_dtype(pb_dtype.value_or(pf_dtype)),
+      grad_log_z.data_ptr(), to_dtype(e.scalar_type()), stream()));
   return {grad_pf, grad_pb, grad_log_z};
 }
 
