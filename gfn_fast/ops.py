@@ -1,9 +1,11 @@
-"""Python face of each op: native dispatch, fake (meta) kernels and autograd.
+"""Python face of each op: native dispatch and fake (meta) kernels.
 
 Every op exists twice: `torch.ops.gfn_fast.*` (C++/CUDA, schemas in csrc/ops.cpp) and the
 pure-PyTorch oracle in gfn_fast/reference.py. The functions here pick one per call
-(`_backend.use_native`). Fake kernels and autograd are registered with torch.library so
-torch.compile(fullgraph=True) traces the native ops and torch.library.opcheck passes.
+(`_backend.use_native`). Fake kernels are registered with torch.library so
+torch.compile(fullgraph=True) traces the native ops and torch.library.opcheck passes. The
+autograd of segment_sum, logprob_from_logits and divergence_loss_fused is registered in C++
+(csrc/autograd.cpp): torch.library's Python autograd wrapper cost as much as a kernel.
 
 Op contracts (shared by every implementation):
 - segment_sum(values, lengths?, offsets?) -> [B] in the accumulation dtype (float64 for
@@ -23,8 +25,7 @@ Op contracts (shared by every implementation):
 - divergence_loss_fused(step_log_pf, step_log_pb?, log_reward, log_behavior?, log_z?,
   lengths?, offsets?, ...) -> the same 7 outputs, from per-step inputs. Its `value` output
   is differentiable: its gradient is the surrogate's (grad * c[b] on each step of
-  step_log_pf, grad * d[b] on step_log_pb, grad * e on log_z). Its autograd is registered
-  in C++ (csrc/autograd.cpp): the Python wrapper of torch.library cost as much as the kernel.
+  step_log_pf, grad * d[b] on step_log_pb, grad * e on log_z).
 - divergence_loss_backward(grad_loss [], c, d, e, lengths?, offsets?, shape, pf_dtype,
   pb_dtype?) -> (grad_step_log_pf, grad_step_log_pb, grad_log_z); pb_dtype None (no
   step_log_pb) returns an empty grad_step_log_pb and writes nothing for it.
@@ -71,18 +72,6 @@ def _segment_sum_backward_fake(grad, lengths, offsets, shape, dtype):
     return grad.new_empty(shape, dtype=dtype)
 
 
-def _segment_sum_setup(ctx, inputs, output):
-    values, lengths, offsets = inputs
-    ctx.save_for_backward(lengths, offsets)
-    ctx.shape, ctx.dtype = values.shape, values.dtype
-
-
-def _segment_sum_grad(ctx, grad):
-    lengths, offsets = ctx.saved_tensors
-    grad_values = _native("segment_sum_backward")(grad, lengths, offsets, ctx.shape, ctx.dtype)
-    return grad_values, None, None
-
-
 # ----------------------------------------------------------------------------------------
 # logprob_from_logits
 # ----------------------------------------------------------------------------------------
@@ -104,23 +93,6 @@ def _logprob_fake(logits, actions, action_mask, lengths, offsets):
 
 def _logprob_backward_fake(grad, logits, actions, action_mask, step_lse, lengths, offsets):
     return torch.empty_like(logits)
-
-
-def _logprob_setup(ctx, inputs, output):
-    logits, actions, action_mask, lengths, offsets = inputs
-    ctx.save_for_backward(logits, actions, action_mask, output[1], lengths, offsets)
-    # No zero-filled gradient for the unused step_lse output: one kernel less per backward.
-    ctx.set_materialize_grads(False)
-
-
-def _logprob_grad(ctx, grad_logprob, _grad_lse):
-    if grad_logprob is None:
-        return None, None, None, None, None
-    logits, actions, action_mask, step_lse, lengths, offsets = ctx.saved_tensors
-    grad_logits = _native("logprob_from_logits_backward")(
-        grad_logprob, logits, actions, action_mask, step_lse, lengths, offsets
-    )
-    return grad_logits, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------
@@ -222,7 +194,8 @@ def divergence_from_steps(
 
 
 def _register() -> None:
-    """Fake kernels and autograd for the native ops (only when the extension loaded)."""
+    """Fake kernels for the native ops (only when the extension loaded); their autograd is
+    registered in C++ (csrc/autograd.cpp)."""
     fakes = {
         "segment_sum": _segment_sum_fake,
         "segment_sum_backward": _segment_sum_backward_fake,
@@ -234,12 +207,6 @@ def _register() -> None:
     }
     for name, fake in fakes.items():
         torch.library.register_fake(f"{_LIB}::{name}", fake)
-    torch.library.register_autograd(
-        f"{_LIB}::segment_sum", _segment_sum_grad, setup_context=_segment_sum_setup
-    )
-    torch.library.register_autograd(
-        f"{_LIB}::logprob_from_logits", _logprob_grad, setup_context=_logprob_setup
-    )
 
 
 if _backend._native is not None:
