@@ -3,7 +3,6 @@
 #include <torch/extension.h>
 
 #include <cmath>
-#include <vector>
 
 #include "batch_step_cpu.h"
 
@@ -108,8 +107,9 @@ BatchResult batch_step_tensors(const at::Tensor& s, const c10::optional<at::Tens
   TORCH_CHECK_VALUE(!(config.objective == batch::Objective::kTb && loo && q.defined()),
                     "control_variate: \"loo\" for tb is unbiased only on-policy, but "
                     "log_behavior was given; use control_variate=\"none\"");
-  std::vector<double> scratch(static_cast<size_t>(batch::kScratchPerK * k));
-  in.scratch = scratch.data();
+  // Uninitialised: the step writes every scratch entry before reading it.
+  at::Tensor scratch = at::empty({batch::kScratchPerK * k}, s.options().dtype(at::kDouble));
+  in.scratch = scratch.data_ptr<double>();
 
   const auto options = s.options().dtype(out_dtype);
   at::Tensor c = at::empty({k}, options);

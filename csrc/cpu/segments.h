@@ -138,9 +138,9 @@ template <class T>
 inline void fill_owned(T* out, const SegmentLayout& layout, int64_t b, T value) {
   const int64_t lo = layout.owned_begin(b), first = layout.begin(b), last = layout.end(b),
                 hi = layout.owned_end(b);
-  std::fill(out + lo, out + first, T(0));
-  std::fill(out + first, out + last, value);
-  std::fill(out + last, out + hi, T(0));
+  fill_steps(out + lo, first - lo, T(0));
+  fill_steps(out + first, last - first, value);
+  fill_steps(out + last, hi - last, T(0));
 }
 
 // With B = 0 no segment owns anything; the whole output is padding.

@@ -87,8 +87,19 @@ GFN_ALWAYS_INLINE Acc sum_steps_inline(const T* x, int64_t n) {
   return combine_lanes(lanes) + tail;
 }
 
-// The float sum, compiled once per target (vec_math.cpp).
+// The float sum and fill, compiled once per target (vec_math.cpp).
 float sum_steps_f32(const float* x, int64_t n);
+void fill_steps_f32(float* out, int64_t n, float value);
+
+// out[0 .. n) = value.
+template <class T>
+inline void fill_steps(T* out, int64_t n, T value) {
+  if constexpr (std::is_same<T, float>::value) {
+    fill_steps_f32(out, n, value);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = value;
+  }
+}
 
 template <class T>
 inline acc_t<T> sum_steps(const T* x, int64_t n) {
