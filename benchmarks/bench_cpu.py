@@ -9,17 +9,21 @@ or through pytest-benchmark (same cases, pytest-benchmark's own statistics):
 
     python -m pytest benchmarks/bench_cpu.py --benchmark-only
 
-Each case is forward + backward. GB/s counts the bytes the op must move (inputs read once,
-gradients written once) and is set against a clone() of the same number of bytes, timed in
-the same run. Peak extra memory (logprob case) is the high-water mark of the CPU allocations
-made during forward + backward, from the torch profiler's memory events at op
-granularity, minus the [B, T, A] gradient that every implementation returns (so it counts
-only the intermediates: saved softmax / log-softmax tensors, masks, per-step buffers).
+Each case is forward + backward; its implementations are timed in alternating rounds, so
+that the drift of a shared machine falls on all of them alike. GB/s counts the bytes the op
+must move (inputs read once, gradients written once) and is set against a clone() of the
+same number of bytes, timed in the same run. Peak extra memory (logprob case) is the
+high-water mark of the CPU allocations made during forward + backward, from the torch
+profiler's memory events at op granularity, minus the [B, T, A] gradient that every
+implementation returns (so it counts only the intermediates: saved softmax / log-softmax
+tensors, masks, per-step buffers).
 
 The fused-loss cases also time "memory_floor": the same autograd step with no batch math at
 all, only torch's own row sums of both inputs forward and a fill of both gradients backward.
-No implementation that reads the inputs and writes the gradients can beat it, so
-<impl> / memory_floor bounds the speed-up over <impl> that any kernel can show here.
+Where memory dominates (4096x256), no implementation that reads the inputs and writes the
+gradients gets much below it, so <impl> / memory_floor bounds the speed-up over <impl> that
+a kernel can show there. At small shapes it is mostly the overhead of a Python
+autograd.Function, which a C++ one undercuts: no bound there.
 
 ratios: "<bench>/native_vs_<impl>" = median time of <impl> / median time of native (how many
 times faster native is); "<bench>/floor_bound_vs_<impl>" = median time of <impl> / median
@@ -113,7 +117,9 @@ def _fused_case(batch: int, steps: int) -> Case:
         dtype="float32",
         bytes_moved=4 * element_bytes,  # read log_pf, log_pb; write both gradients
         make=make,
-        impls=("native", "eager", "compiled", "memory_floor"),
+        # The floor bounds kernels only where memory dominates (module docstring).
+        impls=("native", "eager", "compiled")
+        + (("memory_floor",) if batch * steps >= 1 << 20 else ()),
     )
 
 
@@ -173,16 +179,33 @@ def cases(quick: bool = False) -> list[Case]:
     return [_fused_case(4096, 256), _fused_case(128, 16), _logprob_case(1024, 64, 64)]
 
 
-def _median_ms(fn: Callable[[], None], min_runs: int = 20, budget_s: float = 2.0) -> float:
-    for _ in range(3):
-        fn()
+def _samples(fn: Callable[[], None], min_runs: int, budget_s: float) -> list[float]:
     times = []
     start = time.perf_counter()
     while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < 500):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return times
+
+
+def _median_ms(fn: Callable[[], None], min_runs: int = 20, budget_s: float = 2.0) -> float:
+    for _ in range(3):
+        fn()
+    return 1e3 * statistics.median(_samples(fn, min_runs, budget_s))
+
+
+def _interleaved_median_ms(fns: dict[str, Callable[[], None]], rounds: int = 8) -> dict:
+    """Median ms of each fn, sampled in alternating rounds so that the machine's drift (this
+    shared machine's speed moves by 2x within minutes) falls on every implementation alike."""
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name] += _samples(fn, min_runs=5, budget_s=0.25)
+    return {name: 1e3 * statistics.median(times) for name, times in samples.items()}
 
 
 def _peak_extra_mb(fn: Callable[[], None]) -> float:
@@ -241,10 +264,10 @@ def run(quick: bool = False) -> dict:
     torch.set_num_threads(THREADS)
     rows, ratios = [], {}
     for case in cases(quick):
-        times, mems = {}, {}
-        for impl in case.impls:
-            fn = case.make(impl)
-            times[impl] = _median_ms(fn)
+        fns = {impl: case.make(impl) for impl in case.impls}
+        times = _interleaved_median_ms(fns)
+        mems = {}
+        for impl, fn in fns.items():
             # Beyond the inputs and the gradient every implementation must return.
             grad_mb = case.extra.get("grad_mb", 0.0)
             mems[impl] = _peak_extra_mb(fn) - grad_mb if case.memory else None
