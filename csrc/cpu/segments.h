@@ -149,28 +149,12 @@ inline void fill_unowned(T* out, const SegmentLayout& layout) {
   if (layout.batch() == 0) std::fill(out, out + layout.total(), T(0));
 }
 
-// Segments read ahead of the one being summed. Padded rows of varying lengths leave gaps
-// in the address stream that stop the hardware prefetcher (the sums then ran at half the
-// speed of full rows); software prefetches a few segments ahead keep memory busy.
-constexpr int64_t kPrefetchSegments = 4;
-
-// Every other 64-byte line: the adjacent-line prefetcher fetches the pair.
-template <class T>
-inline void prefetch_steps(const T* x, int64_t n) {
-  constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t i = 0; i < n; i += 2 * kLine) __builtin_prefetch(x + i);
-}
-
 // out[b] = the sum of segment b's steps (sum_steps, rounded to its accumulation dtype and
 // then converted to Out), in parallel over segments.
 template <class T, class Out>
 void segment_sums(const T* values, const SegmentLayout& layout, Out* out) {
   layout.parallel(sizeof(T), [&](int64_t lo, int64_t hi) {
     for (int64_t b = lo; b < hi; ++b) {
-      const int64_t ahead = b + kPrefetchSegments;
-      if (ahead < hi) {
-        prefetch_steps(values + layout.begin(ahead), layout.end(ahead) - layout.begin(ahead));
-      }
       const int64_t first = layout.begin(b);
       out[b] = static_cast<Out>(sum_steps(values + first, layout.end(b) - first));
     }
