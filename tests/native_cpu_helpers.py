@@ -34,6 +34,17 @@ GRAD_TOL = {
 
 
 @contextlib.contextmanager
+def one_thread():
+    """Run the block on one intra-op thread (for thread-count independence checks)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
 def reference_backend():
     """Route gfn_fast's ops to the pure-PyTorch reference inside the block."""
     gf.use_backend("reference")

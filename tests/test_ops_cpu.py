@@ -21,6 +21,7 @@ from tests.native_cpu_helpers import (
     SUM_TOL,
     assert_close,
     make_layout,
+    one_thread,
     poisoned,
     requires_native_cpu,
 )
@@ -314,7 +315,6 @@ def test_bitwise_deterministic_across_runs_and_threads():
         torch.float32, "packed", torch.int64, batch=300, steps=40, actions=37
     )
     values, vkw = _segment_case(torch.float32, "padded", torch.int32, batch=500, steps=300)
-    threads = torch.get_num_threads()
 
     def run():
         x = logits.clone().requires_grad_(True)
@@ -323,11 +323,8 @@ def test_bitwise_deterministic_across_runs_and_threads():
         return out, grad, ops.segment_sum(values, **vkw)
 
     first = run()
-    try:
-        torch.set_num_threads(1)
+    with one_thread():
         single = run()
-    finally:
-        torch.set_num_threads(threads)
     again = run()
     for a, b, c in zip(first, single, again, strict=True):
         assert torch.equal(a, c)

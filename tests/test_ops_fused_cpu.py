@@ -20,7 +20,13 @@ import torch
 
 import gfn_fast as gf
 from gfn_fast import objectives
-from tests.native_cpu_helpers import make_layout, poisoned, reference_backend, requires_native_cpu
+from tests.native_cpu_helpers import (
+    make_layout,
+    one_thread,
+    poisoned,
+    reference_backend,
+    requires_native_cpu,
+)
 
 pytestmark = requires_native_cpu
 
@@ -62,6 +68,22 @@ def _cases(objective: str, cv: str, off_policy: bool):
                 yield alpha, paper, log_z
 
 
+def _reference(args):
+    """objectives.coefficients for batch_coefficients' positional arguments."""
+    s, b, r, q, lz, objective, cv, alpha, paper = args
+    return objectives.coefficients(
+        objective,
+        cv,
+        log_pf=s,
+        log_pb=b,
+        log_reward=r,
+        log_behavior=q,
+        log_z=lz,
+        alpha=alpha,
+        paper_normalization=paper,
+    )
+
+
 def _assert_mirrors(actual, expected, label, rtol=1e-9):
     for name, a, e in zip(objectives.Coefficients._fields, actual, expected, strict=True):
         assert a.dtype == e.dtype and a.shape == e.shape, (label, name)
@@ -97,19 +119,8 @@ def test_batch_coefficients_mirror_objectives(objective, cv, off_policy):
                 continue
             lz = None if log_z is None else torch.tensor(log_z, dtype=torch.float64)
             args = (s, b, r, q, lz, objective, cv, alpha, paper)
-            expected = objectives.coefficients(
-                objective,
-                cv,
-                log_pf=s,
-                log_pb=b,
-                log_reward=r,
-                log_behavior=q,
-                log_z=lz,
-                alpha=alpha,
-                paper_normalization=paper,
-            )
             label = f"{objective}/{cv}/{kind}/alpha={alpha}/paper={paper}/log_z={log_z}"
-            _assert_mirrors(_native("batch_coefficients")(*args), expected, label)
+            _assert_mirrors(_native("batch_coefficients")(*args), _reference(args), label)
             # float32 inputs: the same double math, outputs rounded to float32.
             args32 = (
                 s.float(),
@@ -118,18 +129,8 @@ def test_batch_coefficients_mirror_objectives(objective, cv, off_policy):
                 None if q is None else q.float(),
                 None if lz is None else lz.float(),
             ) + args[5:]
-            expected32 = objectives.coefficients(
-                objective,
-                cv,
-                log_pf=args32[0],
-                log_pb=args32[1],
-                log_reward=args32[2],
-                log_behavior=args32[3],
-                log_z=args32[4],
-                alpha=alpha,
-                paper_normalization=paper,
-            )
-            _assert_mirrors(_native("batch_coefficients")(*args32), expected32, label, rtol=2e-6)
+            actual32 = _native("batch_coefficients")(*args32)
+            _assert_mirrors(actual32, _reference(args32), label, rtol=2e-6)
 
 
 @pytest.mark.parametrize("objective", objectives.OBJECTIVES)
@@ -144,26 +145,11 @@ def test_batch_coefficients_over_parallel_chunks(objective, cv, off_policy):
     for alpha, paper, log_z in _cases(objective, cv, off_policy):
         lz = None if log_z is None else torch.tensor(log_z, dtype=torch.float64)
         args = (s, b, r, q, lz, objective, cv, alpha, paper)
-        expected = objectives.coefficients(
-            objective,
-            cv,
-            log_pf=s,
-            log_pb=b,
-            log_reward=r,
-            log_behavior=q,
-            log_z=lz,
-            alpha=alpha,
-            paper_normalization=paper,
-        )
         label = f"{objective}/{cv}/alpha={alpha}/paper={paper}/log_z={log_z}"
         parallel = _native("batch_coefficients")(*args)
-        _assert_mirrors(parallel, expected, label)
-        threads = torch.get_num_threads()
-        try:
-            torch.set_num_threads(1)
+        _assert_mirrors(parallel, _reference(args), label)
+        with one_thread():
             serial = _native("batch_coefficients")(*args)
-        finally:
-            torch.set_num_threads(threads)
         for a, c in zip(parallel, serial, strict=True):
             assert torch.equal(a, c), label
 
@@ -419,11 +405,7 @@ def test_fused_loss_bitwise_deterministic():
         return (loss, *stats.values(), *grads)
 
     first = run()
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    with one_thread():
         single = run()
-    finally:
-        torch.set_num_threads(threads)
     for a, b, c in zip(first, run(), single, strict=True):
         assert torch.equal(a, b) and torch.equal(a, c)
