@@ -42,9 +42,9 @@ from gfn.preprocessors import KHotPreprocessor
 from gfn.utils.modules import MLP
 
 import gfn_fast as gf
-from gfn_fast import metrics
 from gfn_fast.integrations.torchgfn_exact import exact_l1
-from gfn_fast.train import TrainConfig, Trainer
+from gfn_fast.train import metrics
+from gfn_fast.train.trainer import TrainConfig, Trainer
 
 BENCH = "e2e_hypergrid_8x8"
 RESULTS = Path(__file__).parent / "results" / "e2e.json"

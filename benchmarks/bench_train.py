@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import gfn_fast as gf
-from gfn_fast.train import TrainConfig, Trainer
+from gfn_fast.train.trainer import TrainConfig, Trainer
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
 

@@ -1,5 +1,5 @@
 """`python -m gfn_fast ...` is the `gfn-fast` command."""
 
-from gfn_fast.cli import main
+from gfn_fast.train.cli import main
 
 raise SystemExit(main())

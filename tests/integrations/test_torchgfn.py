@@ -18,9 +18,9 @@ from gfn.utils.modules import MLP  # noqa: E402
 from gfn.utils.prob_calculations import get_trajectory_pfs_and_pbs  # noqa: E402
 
 import gfn_fast as gf  # noqa: E402
-from gfn_fast import envs, metrics  # noqa: E402
 from gfn_fast.integrations.torchgfn import DivergenceGFlowNet, trajectory_batch  # noqa: E402
 from gfn_fast.integrations.torchgfn_exact import exact_l1, terminal_distribution  # noqa: E402
+from gfn_fast.train import envs, metrics  # noqa: E402
 
 TOL = 1e-6
 BATCH = 64

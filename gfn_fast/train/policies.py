@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from gfn_fast.envs.base import ContinuousEnv, DiscreteEnv
+from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from gfn_fast.cli import build_parser
-from gfn_fast.train import TrainConfig, Trainer, resolve
+from gfn_fast.train.cli import build_parser
+from gfn_fast.train.trainer import TrainConfig, Trainer, resolve
 
 TINY = {"steps": 2, "batch_size": 8, "eval_every": 1, "hidden": 8, "layers": 1}
 

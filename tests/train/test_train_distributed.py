@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from gfn_fast import envs
-from gfn_fast.policies import make_policy
-from gfn_fast.sampler import concatenate, sample_trajectories
-from gfn_fast.train import TrainConfig, Trainer, launch, resolve, shard_sizes
+from gfn_fast.train import envs
+from gfn_fast.train.policies import make_policy
+from gfn_fast.train.sampler import concatenate, sample_trajectories
+from gfn_fast.train.trainer import TrainConfig, Trainer, launch, resolve, shard_sizes
 
 # 11 trajectories: uneven shards of 6 and 5.
 TINY = {"steps": 4, "batch_size": 11, "eval_every": 2, "hidden": 16, "layers": 1, "nproc": 2}

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from gfn_fast.envs.base import DiscreteEnv
+from gfn_fast.train.envs.base import DiscreteEnv
 
 PRESETS = {
     # The paper's size: C(32, 16) = 6e8 sets, too many to enumerate.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from gfn_fast.envs.base import DiscreteEnv
+from gfn_fast.train.envs.base import DiscreteEnv
 
 PRESETS = {
     # The paper's alphabet and length: 299592 sequences, enumerated for exact metrics.

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from gfn_fast.cli import main
-from gfn_fast.train import TrainConfig, Trainer, resolve
+from gfn_fast.train.cli import main
+from gfn_fast.train.trainer import TrainConfig, Trainer, resolve
 
 SMALL = {"steps": 6, "batch_size": 16, "eval_every": 2, "progress": False}
 

@@ -15,8 +15,8 @@ import math
 
 import torch
 
-from gfn_fast.envs.base import ContinuousEnv, DiscreteEnv, unique_states
-from gfn_fast.sampler import continuous_log_pt, sample_trajectories
+from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv, unique_states
+from gfn_fast.train.sampler import continuous_log_pt, sample_trajectories
 
 # Frontier rows evaluated by the policy at once: bounds memory on large levels.
 POLICY_CHUNK = 65536

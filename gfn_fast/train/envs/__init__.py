@@ -1,17 +1,17 @@
 """Batched, vectorised GFlowNet environments and their presets.
 
-env = gfn_fast.envs.make("hypergrid", preset="torchgfn")
+env = gfn_fast.train.envs.make("hypergrid", preset="torchgfn")
 """
 
 from __future__ import annotations
 
-from gfn_fast.envs import banana, gmm, hypergrid, sequences, sets
-from gfn_fast.envs.banana import Banana
-from gfn_fast.envs.base import ContinuousEnv, DiscreteEnv
-from gfn_fast.envs.gmm import GaussianMixture
-from gfn_fast.envs.hypergrid import HyperGrid
-from gfn_fast.envs.sequences import Sequences
-from gfn_fast.envs.sets import Sets
+from gfn_fast.train.envs import banana, gmm, hypergrid, sequences, sets
+from gfn_fast.train.envs.banana import Banana
+from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv
+from gfn_fast.train.envs.gmm import GaussianMixture
+from gfn_fast.train.envs.hypergrid import HyperGrid
+from gfn_fast.train.envs.sequences import Sequences
+from gfn_fast.train.envs.sets import Sets
 
 # name -> (class, presets, default preset)
 REGISTRY = {

@@ -33,11 +33,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import gfn_fast as gf
-from gfn_fast import envs
-from gfn_fast.envs.base import ContinuousEnv
-from gfn_fast.metrics import ModeTracker, exact_l1, jensen_shannon
-from gfn_fast.policies import make_policy
-from gfn_fast.sampler import LAYOUTS, concatenate, sample_trajectories
+from gfn_fast.train import envs
+from gfn_fast.train.envs.base import ContinuousEnv
+from gfn_fast.train.metrics import ModeTracker, exact_l1, jensen_shannon
+from gfn_fast.train.policies import make_policy
+from gfn_fast.train.sampler import LAYOUTS, concatenate, sample_trajectories
 
 
 @dataclass(frozen=True)

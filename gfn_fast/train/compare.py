@@ -6,7 +6,7 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from gfn_fast.train import TrainConfig, Trainer
+from gfn_fast.train.trainer import TrainConfig, Trainer
 
 COMPARED_OBJECTIVES = ("tb", "vargrad", "reverse_kl", "forward_kl", "renyi", "tsallis")
 

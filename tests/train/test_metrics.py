@@ -7,16 +7,16 @@ import math
 import pytest
 import torch
 
-from gfn_fast import envs
-from gfn_fast.metrics import (
+from gfn_fast.train import envs
+from gfn_fast.train.metrics import (
     ModeTracker,
     exact_l1,
     exact_terminal_distribution,
     jensen_shannon,
     target_distribution,
 )
-from gfn_fast.policies import make_policy
-from tests.brute_force import TINY_ENVS, terminal_probabilities
+from gfn_fast.train.policies import make_policy
+from tests.train.brute_force import TINY_ENVS, terminal_probabilities
 
 
 def _random_policy(env, seed=0):

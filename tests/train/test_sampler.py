@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import gfn_fast as gf
-from gfn_fast import envs
-from gfn_fast.policies import make_policy
-from gfn_fast.sampler import continuous_log_pt, sample_trajectories
+from gfn_fast.train import envs
+from gfn_fast.train.policies import make_policy
+from gfn_fast.train.sampler import continuous_log_pt, sample_trajectories
 
 
 def _batch(name, preset=None, learn_pb=False, **options):

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from gfn_fast import envs
+from gfn_fast.train import envs
 
 TINY_ENVS = {
     "hypergrid-2d": lambda: envs.HyperGrid(ndim=2, height=3, r0=0.1),

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from gfn_fast import envs
-from gfn_fast.envs.base import unique_states
-from gfn_fast.policies import make_policy
-from gfn_fast.sampler import sample_backward_uniform, sample_trajectories
-from tests.brute_force import TINY_ENVS, trajectories
+from gfn_fast.train import envs
+from gfn_fast.train.envs.base import unique_states
+from gfn_fast.train.policies import make_policy
+from gfn_fast.train.sampler import sample_backward_uniform, sample_trajectories
+from tests.train.brute_force import TINY_ENVS, trajectories
 
 DISCRETE_PRESETS = [
     ("hypergrid", "torchgfn"),

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 import gfn_fast as gf
-from gfn_fast import envs
-from gfn_fast.compare import COMPARED_OBJECTIVES, compare, summary_table
-from gfn_fast.train import TrainConfig, Trainer, checkpoint_config, launch
+from gfn_fast.train import envs
+from gfn_fast.train.compare import COMPARED_OBJECTIVES, compare, summary_table
+from gfn_fast.train.trainer import TrainConfig, Trainer, checkpoint_config, launch
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_distributed(args: argparse.Namespace, config: TrainConfig) -> int:
-    """`_train` in config.nproc processes (see `gfn_fast.train.launch`)."""
+    """`_train` in config.nproc processes (see `gfn_fast.train.trainer.launch`)."""
     try:
         if args.resume:
             final = launch(resume=args.resume, out=args.out, progress=not args.no_progress)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from gfn_fast.envs.base import DiscreteEnv
+from gfn_fast.train.envs.base import DiscreteEnv
 
 PRESETS = {
     # The thesis's sparse grid: the low-reward plateau is 2000x below the modes.

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from gfn_fast.envs.base import ContinuousEnv
+from gfn_fast.train.envs.base import ContinuousEnv
 
 PRESETS = {"paper": {}}
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gfn_fast.envs.base import ContinuousEnv, DiscreteEnv
-from gfn_fast.policies import sample_categorical
+from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv
+from gfn_fast.train.policies import sample_categorical
 
 LAYOUTS = ("padded", "packed")
 
