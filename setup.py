@@ -2,6 +2,12 @@
 
 GFN_FAST_CUDA=0 or 1 forces the CUDA part off or on. TORCH_CUDA_ARCH_LIST overrides the
 default architectures (sm_80 and sm_90, plus PTX).
+
+GFN_FAST_CUDA_EMULATION=1 also builds gfn_fast._C_cuda_emulated: the CUDA kernel sources
+compiled as C++ against the emulated SIMT runtime of csrc/cuda/emulation (the cuda_emulated
+backend, which runs them on the CPU). Its kernel objects are a static library of their own,
+compiled with -fsanitize=thread: the runtime implements that instrumentation's callbacks to
+count the kernels' global-memory traffic (no sanitizer runtime is linked).
 """
 
 import glob
@@ -24,17 +30,60 @@ def _want_cuda() -> bool:
     return torch.version.cuda is not None and has_nvcc
 
 
+def _want_emulation() -> bool:
+    return os.environ.get("GFN_FAST_CUDA_EMULATION") == "1"
+
+
 def _sources(pattern: str) -> list[str]:
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
+# torch >= 2.14 headers require C++20 (TorchVersion compares like packaging.version).
+STD = "-std=c++20" if TorchVersion(torch.__version__) >= (2, 14) else "-std=c++17"
+EMULATION_INCLUDE = [os.path.join(ROOT, "csrc/cuda/emulation/include"), os.path.join(ROOT, "csrc")]
+# The CUDA idioms of the kernels (type punning through packs) need no strict aliasing; their
+# `#pragma unroll` is nvcc's.
+EMULATION_FLAGS = ["-O2", STD, "-Wall", "-Wextra", "-fno-strict-aliasing", "-Wno-unknown-pragmas"]
+
+
+def _emulated_kernels():
+    """The static library of the CUDA kernel sources compiled against the emulated runtime."""
+    return (
+        "gfn_fast_emulated_kernels",
+        {
+            "sources": _sources("csrc/cuda/emulation/kernels/*.cpp"),
+            "include_dirs": EMULATION_INCLUDE,
+            "cflags": EMULATION_FLAGS
+            + ["-fPIC", "-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0"],
+        },
+    )
+
+
+def _emulated_extension():
+    return cpp_extension.CppExtension(
+        "gfn_fast._C_cuda_emulated",
+        ["csrc/common/op_config.cpp"] + _sources("csrc/cuda/emulation/*.cpp"),
+        include_dirs=EMULATION_INCLUDE,
+        extra_compile_args={"cxx": EMULATION_FLAGS},
+        libraries=["gfn_fast_emulated_kernels"],
+    )
+
+
+class BuildExtension(cpp_extension.BuildExtension):
+    """torch's build_ext, building the C libraries (the emulated kernels) first."""
+
+    def run(self):
+        if self.distribution.has_c_libraries():
+            self.run_command("build_clib")
+        super().run()
+
+
 def _extension():
     with_cuda = _want_cuda()
-    # torch >= 2.14 headers require C++20 (TorchVersion compares like packaging.version).
-    std = "-std=c++20" if TorchVersion(torch.__version__) >= (2, 14) else "-std=c++17"
+    std = STD
     # -fno-trapping-math lets GCC if-convert the selects of the CPU fast_exp (no result changes).
     cxx_flags = ["-O3", "-Wall", "-Wextra", std, "-fno-trapping-math"]
-    sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp") + ["csrc/common/op_config.cpp"]
     include_dirs = [os.path.join(ROOT, "csrc")]
     macros = []
     if not with_cuda:
@@ -66,6 +115,7 @@ def _extension():
 
 
 setup(
-    ext_modules=[_extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    ext_modules=[_extension()] + ([_emulated_extension()] if _want_emulation() else []),
+    libraries=[_emulated_kernels()] if _want_emulation() else [],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

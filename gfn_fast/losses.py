@@ -123,8 +123,10 @@ def divergence_loss(
             per_step,
         )
 
-    if per_step and process_group is None and _backend.use_native(log_pf):
+    library = _backend.kernel_library(log_pf) if per_step and process_group is None else None
+    if library is not None:
         loss, coefficients = ops.divergence_from_steps(
+            library,
             log_pf,
             log_pb,
             log_reward,

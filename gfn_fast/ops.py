@@ -1,11 +1,13 @@
 """Python face of each op: native dispatch and fake (meta) kernels.
 
-Every op exists twice: `torch.ops.gfn_fast.*` (C++/CUDA, schemas in csrc/ops.cpp) and the
-pure-PyTorch oracle in gfn_fast/reference.py. The functions here pick one per call
-(`_backend.use_native`). Fake kernels are registered with torch.library so
-torch.compile(fullgraph=True) traces the native ops and torch.library.opcheck passes. The
-autograd of segment_sum, logprob_from_logits and divergence_loss_fused is registered in C++
-(csrc/autograd.cpp): torch.library's Python autograd wrapper cost as much as a kernel.
+Every op exists as `torch.ops.gfn_fast.*` (C++/CUDA kernels; schemas in csrc/op_schemas.h),
+as `torch.ops.gfn_fast_emulated.*` (the CUDA kernels run on the CPU by emulation, when that
+extension is built) and as the pure-PyTorch oracle in gfn_fast/reference.py. The functions
+here pick one per call (`_backend.kernel_library`). Fake kernels are registered with
+torch.library for every loaded library, so torch.compile(fullgraph=True) traces the native
+ops and torch.library.opcheck passes. The autograd of segment_sum, logprob_from_logits and
+divergence_loss_fused is registered in C++ (csrc/autograd.h): torch.library's Python
+autograd wrapper cost as much as a kernel.
 
 Op contracts (shared by every implementation):
 - segment_sum(values, lengths?, offsets?) -> [B] in the accumulation dtype (float64 for
@@ -15,7 +17,7 @@ Op contracts (shared by every implementation):
   `dtype`: grad[b] on the steps of segment b, zero elsewhere.
 - logprob_from_logits(logits, actions, action_mask?, lengths?, offsets?) -> (logprob [B],
   step_lse): logits [B, T, A] or [N, A]; step_lse [B, T] or [N] holds the masked
-  logsumexp per step (0 outside every segment), saved for the backward.
+  logsumexp per step in float64 (0 outside every segment), saved for the backward.
 - logprob_from_logits_backward(grad [B], logits, actions, action_mask?, step_lse, lengths?,
   offsets?) -> grad_logits shaped and typed like logits:
   grad[b] * (onehot(action) - softmax(masked logits)) inside segments, 0 elsewhere.
@@ -39,13 +41,6 @@ from gfn_fast import _backend, reference
 from gfn_fast._checks import accumulation_dtype
 from gfn_fast.objectives import Coefficients
 
-_LIB = "gfn_fast"
-
-
-def _native(name: str):
-    return getattr(torch.ops.gfn_fast, name).default
-
-
 # ----------------------------------------------------------------------------------------
 # segment_sum
 # ----------------------------------------------------------------------------------------
@@ -53,8 +48,9 @@ def _native(name: str):
 
 def segment_sum(values, lengths=None, offsets=None) -> torch.Tensor:
     """[B] per-segment sums (see the module docstring for layouts)."""
-    if _backend.use_native(values):
-        return _native("segment_sum")(values, lengths, offsets)
+    library = _backend.kernel_library(values)
+    if library is not None:
+        return library.segment_sum.default(values, lengths, offsets)
     return reference.segment_sum(values, lengths, offsets)
 
 
@@ -79,8 +75,11 @@ def _segment_sum_backward_fake(grad, lengths, offsets, shape, dtype):
 
 def logprob_from_logits(logits, actions, action_mask=None, lengths=None, offsets=None):
     """[B] per-trajectory sums of log softmax(masked logits)[action]."""
-    if _backend.use_native(logits):
-        logprob, _ = _native("logprob_from_logits")(logits, actions, action_mask, lengths, offsets)
+    library = _backend.kernel_library(logits)
+    if library is not None:
+        logprob, _ = library.logprob_from_logits.default(
+            logits, actions, action_mask, lengths, offsets
+        )
         return logprob
     return reference.logprob_from_logits(logits, actions, action_mask, lengths, offsets)
 
@@ -91,8 +90,19 @@ def _logprob_fake(logits, actions, action_mask, lengths, offsets):
     return logits.new_empty((batch,), dtype=acc), logits.new_empty(actions.shape, dtype=acc)
 
 
+def _logprob_fake_float64_lse(logits, actions, action_mask, lengths, offsets):
+    # TODO(integrator): the CPU kernels switch to a float64 step_lse too; then this is the fake.
+    batch = _batch_size(actions, lengths, offsets)
+    acc = accumulation_dtype(logits.dtype)
+    return (
+        logits.new_empty((batch,), dtype=acc),
+        logits.new_empty(actions.shape, dtype=torch.float64),
+    )
+
+
 def _logprob_backward_fake(grad, logits, actions, action_mask, step_lse, lengths, offsets):
-    return torch.empty_like(logits)
+    # Contiguous, as every kernel writes it (empty_like would keep a transposed input's strides).
+    return logits.new_empty(logits.shape)
 
 
 # ----------------------------------------------------------------------------------------
@@ -128,8 +138,9 @@ def batch_coefficients(
         float(alpha),
         bool(paper),
     )
-    if process_group is None and _backend.use_native(log_pf):
-        return Coefficients(*_native("batch_coefficients")(*args))
+    library = None if process_group is not None else _backend.kernel_library(log_pf)
+    if library is not None:
+        return Coefficients(*library.batch_coefficients.default(*args))
     return reference.batch_coefficients(*args, process_group)
 
 
@@ -159,6 +170,7 @@ def _fused_backward_fake(grad, c, d, e, lengths, offsets, shape, pf_dtype, pb_dt
 
 
 def divergence_from_steps(
+    library,
     step_log_pf,
     step_log_pb,
     log_reward,
@@ -171,11 +183,12 @@ def divergence_from_steps(
     alpha,
     paper,
 ) -> tuple[torch.Tensor, Coefficients]:
-    """(loss, coefficients) from per-step log-probabilities, through the fused native op.
+    """(loss, coefficients) from per-step log-probabilities, through the fused op of `library`
+    (a torch.ops library from `_backend.kernel_library`).
 
     The loss equals `value`; its gradient is the surrogate's (module docstring).
     """
-    out = _native("divergence_loss_fused")(
+    out = library.divergence_loss_fused.default(
         step_log_pf,
         step_log_pb,
         log_reward.detach(),
@@ -193,9 +206,9 @@ def divergence_from_steps(
     return value, Coefficients(c, d, e, value.detach(), ess, log_z_hat, skipped)
 
 
-def _register() -> None:
-    """Fake kernels for the native ops (only when the extension loaded); their autograd is
-    registered in C++ (csrc/autograd.cpp)."""
+def _register(library: str) -> None:
+    """Fake kernels for the ops of `library` (a loaded one); their autograd is registered in
+    C++ (csrc/autograd.h)."""
     fakes = {
         "segment_sum": _segment_sum_fake,
         "segment_sum_backward": _segment_sum_backward_fake,
@@ -205,9 +218,13 @@ def _register() -> None:
         "divergence_loss_fused": _fused_fake,
         "divergence_loss_backward": _fused_backward_fake,
     }
+    if library == _backend.EMULATED_LIBRARY:
+        fakes["logprob_from_logits"] = _logprob_fake_float64_lse
     for name, fake in fakes.items():
-        torch.library.register_fake(f"{_LIB}::{name}", fake)
+        torch.library.register_fake(f"{library}::{name}", fake)
 
 
 if _backend._native is not None:
-    _register()
+    _register(_backend.NATIVE_LIBRARY)
+if _backend._emulated is not None:
+    _register(_backend.EMULATED_LIBRARY)

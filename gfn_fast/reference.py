@@ -57,31 +57,17 @@ def segment_sum(
 
 def step_logprobs(
     logits: torch.Tensor, actions: torch.Tensor, action_mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p(action), logsumexp) for logits [M, A] and actions [M]; masked actions excluded.
+) -> torch.Tensor:
+    """log softmax(masked logits)[action] for logits [M, A] and actions [M] in [0, A).
 
-    Raises:
-        ValueError: an action is out of range or masked.
+    torch.log_softmax computes (x - max) - log sum exp(x - max), which keeps float32
+    precise however large the logits are; masked actions have probability 0.
     """
-    num_actions = logits.shape[-1]
-    actions = actions.to(torch.int64)
-    if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= num_actions):
-        raise ValueError(
-            f"actions: expected values in [0, A={num_actions}) inside every segment, got min "
-            f"{int(actions.min())} and max {int(actions.max())}"
-        )
     acc = logits.to(accumulation_dtype(logits.dtype))
     if action_mask is not None:
-        chosen_allowed = action_mask.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        if not bool(chosen_allowed.all()):
-            raise ValueError(
-                f"actions: {int((~chosen_allowed).sum())} chosen action(s) are masked out by "
-                "action_mask (probability 0)"
-            )
         acc = acc.masked_fill(~action_mask, float("-inf"))
-    lse = torch.logsumexp(acc, dim=-1)
-    chosen = acc.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    return chosen - lse, lse
+    index = actions.to(torch.int64).unsqueeze(-1)
+    return torch.log_softmax(acc, dim=-1).gather(-1, index).squeeze(-1)
 
 
 def logprob_from_logits(
@@ -93,13 +79,14 @@ def logprob_from_logits(
 ) -> torch.Tensor:
     """[B] sums over each trajectory of log softmax(masked logits)[action].
 
-    Padded: logits [B, T, A], actions [B, T]; packed: logits [N, A], actions [N].
+    Padded: logits [B, T, A], actions [B, T]; packed: logits [N, A], actions [N]. Index
+    values are not checked here (gfn_fast.logprob_from_logits checks them).
     """
     num_actions = logits.shape[-1]
     positions, segment, batch = segment_positions(actions.shape, lengths, offsets, logits.device)
     rows = logits.reshape(-1, num_actions)[positions]
     mask = None if action_mask is None else action_mask.reshape(-1, num_actions)[positions]
-    step_logp, _ = step_logprobs(rows, actions.reshape(-1)[positions], mask)
+    step_logp = step_logprobs(rows, actions.reshape(-1)[positions], mask)
     return _sum_by_segment(step_logp, segment, batch)
 
 

@@ -15,23 +15,28 @@
 //   GFN_HOST_DEVICE T reduce(int64_t n, T identity, Map map, Combine combine) const;
 //       Folds combine over map(0) .. map(n - 1), starting from identity, in a fixed order
 //       that may depend only on n (so results are bitwise reproducible). map(i) is called
-//       exactly once per i and may write element i of a scratch array; those writes are
-//       visible to every caller once reduce returns. Every caller receives the result.
+//       exactly once per i. Every caller receives the result.
 //   template <class F>
 //   GFN_HOST_DEVICE void for_each(int64_t n, F f) const;
-//       Calls f(i) exactly once per i; its writes are visible once for_each returns.
+//       Calls f(i) exactly once per i.
 //
-// The CPU policy folds fixed-size chunks in parallel (csrc/cpu/batch_step_cpu.h). A CUDA policy runs the step
-// in one thread block: every thread executes batch_step, map / f run strided over k,
-// reduce is a block reduction broadcast to all threads, and for_each ends with a barrier.
-// The scalar outputs are then identical in every thread; one of them stores them.
+// map(i) and f(i) may write element i of a scratch or output array and read the elements
+// i that earlier calls wrote, never another index: a policy may then run index i on the same
+// thread in every call and need no barrier between calls.
+//
+// The CPU policy folds fixed-size chunks in parallel (csrc/cpu/batch_step_cpu.h). The CUDA
+// policy runs the step on a grid of blocks (csrc/cuda/batch.cu): every thread executes
+// batch_step, map / f run grid-strided over k, and reduce is a block reduction, combined
+// across blocks through grid.sync(), whose result every thread receives. The scalar outputs
+// are then identical in every thread; one of them stores them.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
+// Device code under nvcc (only the CUDA kernels call it there); plain functions elsewhere.
 #if defined(__CUDACC__)
-#define GFN_HOST_DEVICE __host__ __device__
+#define GFN_HOST_DEVICE __device__
 #else
 #define GFN_HOST_DEVICE
 #endif

@@ -9,45 +9,6 @@
 namespace gfn_fast {
 namespace cpu {
 
-batch::Config make_config(const std::string& objective, const std::string& control_variate,
-                          double alpha, bool paper_normalization) {
-  batch::Config config;
-  if (objective == "tb") {
-    config.objective = batch::Objective::kTb;
-  } else if (objective == "vargrad") {
-    config.objective = batch::Objective::kVargrad;
-  } else if (objective == "reverse_kl") {
-    config.objective = batch::Objective::kReverseKl;
-  } else if (objective == "forward_kl") {
-    config.objective = batch::Objective::kForwardKl;
-  } else if (objective == "renyi") {
-    config.objective = batch::Objective::kRenyi;
-  } else if (objective == "tsallis") {
-    config.objective = batch::Objective::kTsallis;
-  } else {
-    TORCH_CHECK_VALUE(false,
-                      "objective: expected one of tb, vargrad, reverse_kl, forward_kl, renyi, "
-                      "tsallis, got '",
-                      objective, "'");
-  }
-  if (control_variate == "loo") {
-    config.control_variate = batch::ControlVariate::kLoo;
-  } else if (control_variate == "none") {
-    config.control_variate = batch::ControlVariate::kNone;
-  } else {
-    TORCH_CHECK_VALUE(false, "control_variate: expected one of loo, none, got '",
-                      control_variate, "'");
-  }
-  TORCH_CHECK_VALUE(std::isfinite(alpha), "alpha: expected a finite real number, got ", alpha);
-  const bool alpha_family = config.objective == batch::Objective::kRenyi ||
-                            config.objective == batch::Objective::kTsallis;
-  TORCH_CHECK_VALUE(!(paper_normalization && alpha_family && alpha <= 0),
-                    "alpha: normalization=\"paper\" needs alpha > 0, got alpha=", alpha);
-  config.alpha = alpha;
-  config.paper_normalization = paper_normalization;
-  return config;
-}
-
 namespace {
 
 at::Tensor as_double_vector(const at::Tensor& t, int64_t k, const char* name) {
@@ -148,7 +109,7 @@ BatchResult batch_coefficients(const at::Tensor& log_pf, const c10::optional<at:
                                            alpha, paper_normalization);
   const int64_t k = log_pf.numel();
   const at::Tensor s = as_double_vector(log_pf, k, "log_pf");
-  const auto out_dtype = log_pf.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto out_dtype = accumulation_type(log_pf.scalar_type());
   return batch_step_tensors(s, optional_double(log_pb, k, "log_pb"), log_reward, log_behavior,
                             log_z, config, out_dtype);
 }

@@ -11,7 +11,8 @@
 #include <tuple>
 #include <vector>
 
-#include "../common/batch_step.h"
+#include "common/batch_step.h"
+#include "common/op_config.h"
 
 namespace gfn_fast {
 namespace cpu {
@@ -56,10 +57,6 @@ struct ChunkedReduce {
 
 using BatchResult =
     std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
-// Parses the op's string arguments (ValueError on unknown names or invalid combinations).
-batch::Config make_config(const std::string& objective, const std::string& control_variate,
-                          double alpha, bool paper_normalization);
 
 // (c, d, e, value, ess, log_z_hat, skipped) from per-trajectory sums s (and b) given as
 // contiguous double [K] tensors; outputs are `out_dtype` (float32 or float64), skipped bool.

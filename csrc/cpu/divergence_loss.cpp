@@ -62,7 +62,7 @@ BatchResult divergence_loss_fused(
   }
   const at::Tensor s = trajectory_sums(pf, layout);
   const at::Tensor b = pb.defined() ? trajectory_sums(pb, layout) : at::Tensor();
-  const auto out_dtype = pf.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto out_dtype = accumulation_type(pf.scalar_type());
   return batch_step_tensors(s, pb.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt,
                             log_reward, log_behavior, log_z, config, out_dtype);
 }

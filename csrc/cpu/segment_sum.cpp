@@ -3,6 +3,7 @@
 #include <ATen/Dispatch.h>
 #include <torch/extension.h>
 
+#include "common/op_config.h"
 #include "segments.h"
 
 namespace gfn_fast {
@@ -14,7 +15,7 @@ at::Tensor segment_sum(const at::Tensor& values, const c10::optional<at::Tensor>
   check_floating(values, "values");
   const SegmentLayout layout = SegmentLayout::make(values.sizes(), lengths, offsets, "values");
   const at::Tensor x = values.contiguous();
-  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto acc = accumulation_type(x.scalar_type());
   at::Tensor out = at::empty({layout.batch()}, x.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "segment_sum", [&] {
     segment_sums(x.const_data_ptr<scalar_t>(), layout, out.data_ptr<acc_t<scalar_t>>());

@@ -1,11 +1,17 @@
 // The batch step (batch_coefficients) and the fused divergence loss forward on CUDA.
 //
-// The math lives once in csrc/common/batch_step.h; here it runs in a single thread block
-// with a block-reduction policy: every thread executes batch_step, maps run strided over
-// k, and each reduction folds per-thread partials with a warp tree and then the per-warp
-// partials in index order, so every thread gets the same, reproducible result. The fused
-// forward is the segment-sum kernel (log p_F and log p_B in one pass, into a float64
-// workspace) followed by this kernel: two launches, no host synchronisation.
+// The math lives once in csrc/common/batch_step.h; here it runs on a grid of blocks with a
+// deterministic two-level reduction policy. Every thread executes batch_step; index i of
+// every map / for_each belongs to global thread i mod (grid threads) in every call, so
+// per-index scratch needs no barrier. A reduction folds each thread's indices in order,
+// then a warp with a fixed shuffle tree, then the block's warps in order; with several
+// blocks, block b's total goes to slot b of a workspace array, grid.sync() publishes the
+// slots, and every thread folds them in block order. The partition depends on K alone (not
+// on the device), there are no atomics, and every thread gets the same bits: results are
+// bitwise reproducible. Several blocks need a cooperative launch (all blocks resident).
+//
+// The fused forward is the segment-sum kernel (log p_F and log p_B in one pass, into the
+// float64 workspace) followed by this kernel: two launches, no host synchronisation.
 #include <cstring>
 
 #include "cuda/batch_launchers.h"
@@ -14,8 +20,6 @@
 namespace gfn_fast {
 namespace gpu {
 namespace {
-
-constexpr int kMaxBatchThreads = 1024;
 
 template <class T>
 __device__ __forceinline__ T shfl_down_any(const T& v, int offset) {
@@ -30,47 +34,54 @@ __device__ __forceinline__ T shfl_down_any(const T& v, int offset) {
   return out;
 }
 
-// The reduction policy of batch_step.h for one thread block (blockDim.x a multiple of 32,
-// at most 1024). Host instantiations exist only to satisfy __host__ __device__ callers.
-struct BlockReduce {
+// The reduction policy of batch_step.h on a grid of kBatchThreads-thread blocks.
+class GridReduce {
+ public:
+  __device__ explicit GridReduce(double* slots) : slots_(slots) {}
+
   template <class T, class Map, class Combine>
-  GFN_HOST_DEVICE T reduce(int64_t n, T identity, Map map, Combine combine) const {
-#if defined(__CUDA_ARCH__)
-    static_assert(sizeof(T) <= 16, "reduced values are at most 16 bytes");
-    __shared__ alignas(16) unsigned char raw[kMaxBatchThreads / kWarp * 16];
-    T* partial = reinterpret_cast<T*>(raw);
+  __device__ T reduce(int64_t n, T identity, Map map, Combine combine) const {
+    static_assert(sizeof(T) <= kBatchSlotBytes && sizeof(T) % sizeof(double) == 0,
+                  "reduced values are one or two doubles");
     T acc = identity;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc = combine(acc, map(i));
-    // Lane 0 gets its warp's fold (fixed tree); then every thread folds the warps in order.
+    for (int64_t i = first_index(); i < n; i += stride()) acc = combine(acc, map(i));
 #pragma unroll
     for (int offset = kWarp / 2; offset > 0; offset /= 2) {
       acc = combine(acc, shfl_down_any(acc, offset));
     }
-    if (threadIdx.x % kWarp == 0) partial[threadIdx.x / kWarp] = acc;
-    __syncthreads();  // also publishes the scratch writes of map
-    T total = partial[0];
-    const int warps = blockDim.x / kWarp;
-    for (int w = 1; w < warps; ++w) total = combine(total, partial[w]);
-    __syncthreads();  // partial is reused by the next reduction
+    __shared__ SharedArray<T, kBatchWarps> warp_total;
+    if (threadIdx.x % kWarp == 0) warp_total[threadIdx.x / kWarp] = acc;
+    __syncthreads();  // also orders the block's reads of warp_total before the next reduce
+    T total = warp_total[0];
+    for (int w = 1; w < kBatchWarps; ++w) total = combine(total, warp_total[w]);
+    if (gridDim.x == 1) {
+      __syncthreads();  // warp_total is reused by the next reduction
+      return total;
+    }
+    // Double-buffered slots: reduction r + 2 writes a buffer only after every block passed
+    // reduction r + 1's grid.sync(), that is, after every block read reduction r's slots.
+    T* slot = reinterpret_cast<T*>(slots_ + parity_ * kBatchSlotDoubles);
+    parity_ ^= 1;
+    if (threadIdx.x == 0) slot[blockIdx.x] = total;
+    cooperative_groups::this_grid().sync();  // a block barrier too (warp_total)
+    total = slot[0];
+    for (unsigned b = 1; b < gridDim.x; ++b) total = combine(total, slot[b]);
     return total;
-#else
-    (void)n;
-    (void)map;
-    (void)combine;
-    return identity;
-#endif
   }
 
   template <class F>
-  GFN_HOST_DEVICE void for_each(int64_t n, F f) const {
-#if defined(__CUDA_ARCH__)
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) f(i);
-    __syncthreads();
-#else
-    (void)n;
-    (void)f;
-#endif
+  __device__ void for_each(int64_t n, F f) const {
+    for (int64_t i = first_index(); i < n; i += stride()) f(i);
   }
+
+ private:
+  __device__ static int64_t first_index() {
+    return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  }
+  __device__ static int64_t stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+  double* slots_;
+  mutable int parity_ = 0;
 };
 
 __device__ __forceinline__ bool is_plain_double(const VecArg& v) {
@@ -83,10 +94,10 @@ __device__ __forceinline__ void store_scalar(void* p, double x) {
 }
 
 template <class OutT>
-__global__ void __launch_bounds__(kMaxBatchThreads) batch_step_kernel(BatchArgs args) {
-  const BlockReduce policy;
+__global__ void __launch_bounds__(kBatchThreads) batch_step_kernel(BatchArgs args) {
   const int64_t k = args.k;
   double* ws = args.workspace;
+  const GridReduce policy(ws + kBatchScratchEnd * k);
   // Stage every per-trajectory input as a contiguous double array (once, in this kernel).
   const VecArg inputs[4] = {args.log_pf, args.log_pb, args.log_reward, args.log_behavior};
   const double* staged[4];
@@ -118,7 +129,7 @@ __global__ void __launch_bounds__(kMaxBatchThreads) batch_step_kernel(BatchArgs 
   out.c = static_cast<OutT*>(args.c);
   out.d = static_cast<OutT*>(args.d);
   batch::batch_step(policy, in, out);
-  if (threadIdx.x == 0) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
     store_scalar<OutT>(args.e, out.e);
     store_scalar<OutT>(args.value, out.value);
     store_scalar<OutT>(args.ess, out.ess);
@@ -127,26 +138,18 @@ __global__ void __launch_bounds__(kMaxBatchThreads) batch_step_kernel(BatchArgs 
   }
 }
 
-unsigned batch_threads(int64_t k) {
-  int64_t threads = (k + kWarp - 1) / kWarp * kWarp;
-  if (threads < 128) threads = 128;
-  if (threads > kMaxBatchThreads) threads = kMaxBatchThreads;
-  return static_cast<unsigned>(threads);
-}
-
 }  // namespace
 
 cudaError_t batch_coefficients(const BatchArgs& args, cudaStream_t stream) {
   if (args.k <= 0) return cudaErrorInvalidValue;
-  const unsigned threads = batch_threads(args.k);
+  const unsigned blocks = batch_blocks(args.k);
   if (args.out_dtype == DType::kFloat64) {
-    batch_step_kernel<double><<<1, threads, 0, stream>>>(args);
-  } else if (args.out_dtype == DType::kFloat32) {
-    batch_step_kernel<float><<<1, threads, 0, stream>>>(args);
-  } else {
-    return cudaErrorInvalidValue;
+    return launch_cooperative<&batch_step_kernel<double>>(blocks, kBatchThreads, stream, args);
   }
-  return cudaGetLastError();
+  if (args.out_dtype == DType::kFloat32) {
+    return launch_cooperative<&batch_step_kernel<float>>(blocks, kBatchThreads, stream, args);
+  }
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t divergence_loss_fused(StepArg pf, StepArg pb, Layout layout, BatchArgs args,

@@ -8,7 +8,7 @@
 namespace gfn_fast {
 namespace gpu {
 
-// The batch step of csrc/common/batch_step.h in one thread block (one launch).
+// The batch step of csrc/common/batch_step.h on a grid of blocks (one cooperative launch).
 // Per-trajectory inputs are [K] vectors of any float dtype (log_pb, log_behavior: data null
 // when absent; log_z: 0-dim, data null when absent). Outputs: c, d [K] and e, value, ess,
 // log_z_hat (0-dim) in out_dtype (float32 or float64), skipped (bool, 0-dim).
@@ -27,7 +27,30 @@ struct BatchArgs {
   bool* skipped = nullptr;
 };
 
-inline int64_t batch_workspace_doubles(int64_t k) { return (4 + batch::kScratchPerK) * k; }
+// Tuning of the batch step: threads per block, trajectories per block before another block
+// is added, and the most blocks (a cooperative grid must fit on the device at once: 128
+// blocks of 256 threads need 16 multiprocessors).
+constexpr int kBatchThreads = 256;
+constexpr int kBatchWarps = kBatchThreads / 32;
+constexpr int64_t kBatchItemsPerBlock = 1024;
+constexpr int kMaxBatchBlocks = 128;
+
+// Workspace layout, in doubles: 4 K staged inputs, batch::kScratchPerK K scratch, then two
+// buffers of per-block reduction slots (kBatchSlotBytes each, the widest reduced value).
+constexpr int64_t kBatchScratchEnd = 4 + batch::kScratchPerK;  // times K
+constexpr int kBatchSlotBytes = 16;
+constexpr int64_t kBatchSlotDoubles = kMaxBatchBlocks * kBatchSlotBytes / 8;
+
+inline int64_t batch_workspace_doubles(int64_t k) {
+  return kBatchScratchEnd * k + 2 * kBatchSlotDoubles;
+}
+
+// Blocks of the batch step for K trajectories: a function of K alone, so the reduction
+// order, and the bits of the result, are the same on every device.
+inline unsigned batch_blocks(int64_t k) {
+  const int64_t blocks = (k + kBatchItemsPerBlock - 1) / kBatchItemsPerBlock;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > kMaxBatchBlocks ? kMaxBatchBlocks : blocks));
+}
 
 cudaError_t batch_coefficients(const BatchArgs& args, cudaStream_t stream);
 

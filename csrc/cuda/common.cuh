@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "cuda/launchers.h"
+#include "cuda/simt.cuh"
 
 namespace gfn_fast {
 namespace gpu {
@@ -143,7 +144,7 @@ __device__ __forceinline__ void for_each_chunk(const T* p, int64_t n, int tid, i
   const int64_t nvec = (n - head) / V;
   const Pack<T>* vp = reinterpret_cast<const Pack<T>*>(p + head);
 #pragma unroll 4
-  for (int64_t i = tid; i < nvec; i += nthreads) fvec(head + i * V, vp[i]);
+  for (int64_t i = tid; i < nvec; i += nthreads) fvec(head + i * V, load_aligned(vp + i));
   for (int64_t i = head + nvec * V + tid; i < n; i += nthreads) fscalar(i, p[i]);
 }
 
@@ -178,7 +179,7 @@ __device__ __forceinline__ void for_each_store(T* p, int64_t n, int tid, int nth
     Pack<T> pack;
 #pragma unroll
     for (int j = 0; j < V; ++j) pack.v[j] = value(head + i * V + j);
-    vp[i] = pack;
+    store_aligned(vp + i, pack);
   }
   for (int64_t i = head + nvec * V + tid; i < n; i += nthreads) p[i] = value(i);
 }
@@ -259,7 +260,7 @@ __device__ __forceinline__ A warp_sum(A x) {
 template <typename A>
 __device__ __forceinline__ A group_sum(A warp_total, const Group& g, int warps_per_group) {
   if (warps_per_group == 1) return warp_total;
-  __shared__ A partial[kBlockWarps];
+  __shared__ SharedArray<A, kBlockWarps> partial;
   if (g.lane == 0) partial[threadIdx.x / kWarp] = warp_total;
   __syncthreads();
   A total = A(0);

@@ -40,8 +40,8 @@ struct Layout {
   bool packed = false;
 };
 
-// Per-step values: element (b, t) of segment b lives at data + b * stride_b + t * stride_t
-// (packed: stride_b is ignored and t runs over absolute positions).
+// Per-step values (or rows): element (b, t) of segment b lives at data + b * stride_b +
+// t * stride_t (packed: stride_b is ignored and t runs over absolute positions).
 struct StepArg {
   const void* data = nullptr;  // null: absent
   DType dtype = DType::kFloat32;
@@ -56,28 +56,22 @@ cudaError_t segment_sum(StepArg values, Layout layout, void* out, cudaStream_t s
 cudaError_t segment_sum_backward(VecArg grad, Layout layout, void* out, DType out_dtype,
                                  cudaStream_t stream);
 
-// Rows of logits: element a of row (b, t) at data + b * stride_b + t * stride_t + a
-// (the action axis is contiguous). action_mask (bool) has the same shape as logits, with
-// its own row strides; actions are int32 or int64 with their own strides.
-struct RowArg {
-  const void* data = nullptr;  // null: absent (action mask only)
-  DType dtype = DType::kFloat32;
-  int64_t stride_b = 0;
-  int64_t stride_t = 0;
-};
+// Logits (and the bool action mask, shaped like them) are StepArg rows: row (b, t) starts at
+// data + b * stride_b + t * stride_t, and its action axis is contiguous. Actions are an int32
+// or int64 StepArg.
 
 // logprob [B] (accumulation dtype) and step_lse (contiguous, layout-shaped: [B, T] or [N],
-// accumulation dtype, 0 outside every segment).
-cudaError_t logprob_from_logits(RowArg logits, int64_t num_actions, StepArg actions,
-                                RowArg action_mask, Layout layout, void* logprob,
-                                void* step_lse, cudaStream_t stream);
+// float64: the per-step logsumexp, 0 outside every segment).
+cudaError_t logprob_from_logits(StepArg logits, int64_t num_actions, StepArg actions,
+                                StepArg action_mask, Layout layout, void* logprob,
+                                double* step_lse, cudaStream_t stream);
 
 // grad_logits (contiguous, like logits: [B, T, A] or [N, A], logits' dtype) =
 // grad[b] * (onehot(action) - softmax(masked logits)) inside segments, 0 elsewhere.
-// step_lse is the contiguous forward output (accumulation dtype).
-cudaError_t logprob_from_logits_backward(VecArg grad, RowArg logits, int64_t num_actions,
-                                         StepArg actions, RowArg action_mask,
-                                         const void* step_lse, Layout layout,
+// step_lse is the contiguous float64 forward output.
+cudaError_t logprob_from_logits_backward(VecArg grad, StepArg logits, int64_t num_actions,
+                                         StepArg actions, StepArg action_mask,
+                                         const double* step_lse, Layout layout,
                                          void* grad_logits, cudaStream_t stream);
 
 // (grad_pf, grad_pb) (contiguous, layout-shaped, dtypes pf_dtype / pb_dtype; grad_pb may be

@@ -1,8 +1,10 @@
 // logprob_from_logits forward and backward.
 //
-// Forward: per step, a masked online logsumexp of the logits row and a gather of the
-// chosen logit, summed over each segment in one pass; only the per-step logsumexp is
-// saved. Backward: recomputes softmax from the saved logsumexp and writes
+// Forward: per step, a masked online logsumexp of the logits row (its maximum m and
+// s = sum exp(x - m)) and the chosen logit's (x[a] - m) - log s, summed over each segment
+// in one pass; only the per-step logsumexp m + log s is saved, in float64, so that large
+// logits keep their precision. Backward: recomputes softmax as exp((x - hi) - lo) from the
+// saved logsumexp split into two accumulation-dtype parts, and writes
 // grad[b] * (onehot(action) - softmax) inside segments, 0 elsewhere (masked entries 0).
 //
 // One group of 1-8 warps per segment; each warp takes whole rows (the action axis is
@@ -63,17 +65,18 @@ struct OnlineLse {
       m = top;
     }
   }
-  __device__ __forceinline__ A value() const { return s == A(0) ? A(-INFINITY) : m + log(s); }
+  // log s; with the maximum m, the row's logsumexp is m + log s.
+  __device__ __forceinline__ A log_norm() const { return s == A(0) ? A(-INFINITY) : log(s); }
 };
 
 __device__ __forceinline__ bool allowed(const bool* mask_row, int64_t i) {
   return mask_row == nullptr || mask_row[i];
 }
 
-// Masked logsumexp of a row, on every lane of the warp.
+// Masked logsumexp of a row (its maximum and normaliser), on every lane of the warp.
 template <typename T>
-__device__ __forceinline__ acc_t<T> row_lse(const T* row, const bool* mask_row, int64_t n,
-                                            int lane) {
+__device__ __forceinline__ OnlineLse<T> row_lse(const T* row, const bool* mask_row, int64_t n,
+                                                int lane) {
   using A = acc_t<T>;
   OnlineLse<T> lse;
   for_each_chunk(
@@ -97,7 +100,15 @@ __device__ __forceinline__ acc_t<T> row_lse(const T* row, const bool* mask_row, 
         lse.add(x);
       });
   lse.merge_warp();
-  return lse.value();
+  return lse;
+}
+
+// The saved float64 logsumexp as hi + lo in the accumulation dtype, so that (x - hi) - lo
+// keeps the precision of x - lse.
+template <typename A>
+__device__ __forceinline__ void split_lse(double lse, A& hi, A& lo) {
+  hi = static_cast<A>(lse);
+  lo = (lse - lse == 0.0) ? static_cast<A>(lse - static_cast<double>(hi)) : A(0);
 }
 
 struct RowPos {
@@ -111,7 +122,7 @@ __device__ __forceinline__ RowPos row_pos(const Layout& layout, int64_t b, int64
 }
 
 template <typename T>
-__device__ __forceinline__ const T* row_ptr(const RowArg& arg, const RowPos& p) {
+__device__ __forceinline__ const T* row_ptr(const StepArg& arg, const RowPos& p) {
   return static_cast<const T*>(arg.data) + p.b * arg.stride_b + p.t * arg.stride_t;
 }
 
@@ -124,9 +135,9 @@ __device__ __forceinline__ int64_t row_action(const StepArg& actions, const RowP
 
 template <typename T, typename I>
 __global__ void __launch_bounds__(kBlockThreads)
-    logprob_forward_kernel(RowArg logits, int64_t num_actions, StepArg actions, RowArg mask,
+    logprob_forward_kernel(StepArg logits, int64_t num_actions, StepArg actions, StepArg mask,
                            Layout layout, int warps_per_group, acc_t<T>* logprob,
-                           acc_t<T>* step_lse) {
+                           double* step_lse) {
   using A = acc_t<T>;
   const Group g = make_group(warps_per_group);
   const bool active = g.index < layout.batch;
@@ -138,21 +149,21 @@ __global__ void __launch_bounds__(kBlockThreads)
       const RowPos p = row_pos(layout, b, t);
       const T* row = row_ptr<T>(logits, p);
       const bool* mask_row = mask.data != nullptr ? row_ptr<bool>(mask, p) : nullptr;
-      const A lse = row_lse(row, mask_row, num_actions, g.lane);
+      const OnlineLse<T> lse = row_lse(row, mask_row, num_actions, g.lane);
+      const A log_norm = lse.log_norm();
       const int64_t a = row_action(actions, p, num_actions);
-      const A chosen = allowed(mask_row, a) ? to_acc<A>(row[a]) : A(-INFINITY);
-      warp_total += chosen - lse;
-      if (g.lane == 0) step_lse[p.flat] = lse;
+      warp_total += allowed(mask_row, a) ? (to_acc<A>(row[a]) - lse.m) - log_norm : A(-INFINITY);
+      if (g.lane == 0) step_lse[p.flat] = static_cast<double>(lse.m) + log_norm;
     }
     if (!layout.packed) {  // steps past the length
       for (int64_t t = r.end + g.tid; t < layout.steps; t += g.nthreads) {
-        step_lse[b * layout.steps + t] = A(0);
+        step_lse[b * layout.steps + t] = 0.0;
       }
     }
   } else if (layout.packed && g.index == layout.batch) {  // positions outside every segment
     const Range inside = packed_outside<I>(layout);
-    for (int64_t t = g.tid; t < inside.begin; t += g.nthreads) step_lse[t] = A(0);
-    for (int64_t t = inside.end + g.tid; t < layout.steps; t += g.nthreads) step_lse[t] = A(0);
+    for (int64_t t = g.tid; t < inside.begin; t += g.nthreads) step_lse[t] = 0.0;
+    for (int64_t t = inside.end + g.tid; t < layout.steps; t += g.nthreads) step_lse[t] = 0.0;
   }
   const A total = group_sum(warp_total, g, warps_per_group);
   if (active && g.tid == 0) logprob[g.index] = total;
@@ -166,8 +177,8 @@ __device__ __forceinline__ void zero_row(T* out_row, int64_t n, int lane) {
 
 template <typename T, typename I>
 __global__ void __launch_bounds__(kBlockThreads)
-    logprob_backward_kernel(VecArg grad, RowArg logits, int64_t num_actions, StepArg actions,
-                            RowArg mask, const acc_t<T>* step_lse, Layout layout,
+    logprob_backward_kernel(VecArg grad, StepArg logits, int64_t num_actions, StepArg actions,
+                            StepArg mask, const double* step_lse, Layout layout,
                             int warps_per_group, T* out) {
   using A = acc_t<T>;
   const Group g = make_group(warps_per_group);
@@ -191,11 +202,12 @@ __global__ void __launch_bounds__(kBlockThreads)
     const T* row = row_ptr<T>(logits, p);
     const bool* mask_row = mask.data != nullptr ? row_ptr<bool>(mask, p) : nullptr;
     const int64_t a = row_action(actions, p, num_actions);
-    const A lse = step_lse[p.flat];
+    A lse_hi, lse_lo;
+    split_lse(step_lse[p.flat], lse_hi, lse_lo);
     T* out_row = out + p.flat * num_actions;
     auto grad_at = [&](int64_t i, T v) -> T {
       if (!allowed(mask_row, i)) return from_acc<T>(A(0));
-      const A softmax = exp_acc<T>(to_acc<A>(v) - lse);
+      const A softmax = exp_acc<T>((to_acc<A>(v) - lse_hi) - lse_lo);
       return from_acc<T>(scale * ((i == a ? A(1) : A(0)) - softmax));
     };
     if (same_alignment(row, out_row)) {
@@ -205,7 +217,7 @@ __global__ void __launch_bounds__(kBlockThreads)
             Pack<T> result;
 #pragma unroll
             for (int j = 0; j < Pack<T>::kSize; ++j) result.v[j] = grad_at(i0 + j, pack.v[j]);
-            *reinterpret_cast<Pack<T>*>(out_row + i0) = result;
+            store_aligned(reinterpret_cast<Pack<T>*>(out_row + i0), result);
           },
           [&](int64_t i, T v) { out_row[i] = grad_at(i, v); });
     } else {
@@ -230,9 +242,9 @@ int warps_for(const Layout& layout) {
 
 }  // namespace
 
-cudaError_t logprob_from_logits(RowArg logits, int64_t num_actions, StepArg actions,
-                                RowArg action_mask, Layout layout, void* logprob,
-                                void* step_lse, cudaStream_t stream) {
+cudaError_t logprob_from_logits(StepArg logits, int64_t num_actions, StepArg actions,
+                                StepArg action_mask, Layout layout, void* logprob,
+                                double* step_lse, cudaStream_t stream) {
   const int64_t groups = layout.batch + (layout.packed ? 1 : 0);
   if (groups == 0) return cudaSuccess;
   const int wpg = warps_for(layout);
@@ -241,17 +253,16 @@ cudaError_t logprob_from_logits(RowArg logits, int64_t num_actions, StepArg acti
     using I = decltype(i);
     return dispatch_float(logits.dtype, [&](auto t) {
       using T = decltype(t);
-      logprob_forward_kernel<T, I><<<grid, kBlockThreads, 0, stream>>>(
-          logits, num_actions, actions, action_mask, layout, wpg,
-          static_cast<acc_t<T>*>(logprob), static_cast<acc_t<T>*>(step_lse));
-      return cudaGetLastError();
+      return launch<&logprob_forward_kernel<T, I>>(
+          grid, kBlockThreads, stream, logits, num_actions, actions, action_mask, layout, wpg,
+          static_cast<acc_t<T>*>(logprob), step_lse);
     });
   });
 }
 
-cudaError_t logprob_from_logits_backward(VecArg grad, RowArg logits, int64_t num_actions,
-                                         StepArg actions, RowArg action_mask,
-                                         const void* step_lse, Layout layout,
+cudaError_t logprob_from_logits_backward(VecArg grad, StepArg logits, int64_t num_actions,
+                                         StepArg actions, StepArg action_mask,
+                                         const double* step_lse, Layout layout,
                                          void* grad_logits, cudaStream_t stream) {
   const int64_t groups = layout.batch + (layout.packed ? 1 : 0);
   if (groups == 0) return cudaSuccess;
@@ -261,10 +272,9 @@ cudaError_t logprob_from_logits_backward(VecArg grad, RowArg logits, int64_t num
     using I = decltype(i);
     return dispatch_float(logits.dtype, [&](auto t) {
       using T = decltype(t);
-      logprob_backward_kernel<T, I><<<grid, kBlockThreads, 0, stream>>>(
-          grad, logits, num_actions, actions, action_mask,
-          static_cast<const acc_t<T>*>(step_lse), layout, wpg, static_cast<T*>(grad_logits));
-      return cudaGetLastError();
+      return launch<&logprob_backward_kernel<T, I>>(
+          grid, kBlockThreads, stream, grad, logits, num_actions, actions, action_mask,
+          step_lse, layout, wpg, static_cast<T*>(grad_logits));
     });
   });
 }

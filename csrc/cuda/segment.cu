@@ -122,13 +122,13 @@ cudaError_t launch_sums(StepArg v1, StepArg v2, Layout layout, void* out, bool o
     return dispatch_float(v1.dtype, [&](auto t) {
       using T = decltype(t);
       if (out_is_double) {
-        segment_sum_kernel<T, T, I, double><<<grid, kBlockThreads, 0, stream>>>(
-            v1, v2, layout, wpg, static_cast<double*>(out));
-      } else {
-        segment_sum_kernel<T, T, I, acc_t<T>><<<grid, kBlockThreads, 0, stream>>>(
-            v1, v2, layout, wpg, static_cast<acc_t<T>*>(out));
+        return launch<&segment_sum_kernel<T, T, I, double>>(grid, kBlockThreads, stream, v1, v2,
+                                                              layout, wpg,
+                                                              static_cast<double*>(out));
       }
-      return cudaGetLastError();
+      return launch<&segment_sum_kernel<T, T, I, acc_t<T>>>(grid, kBlockThreads, stream, v1, v2,
+                                                             layout, wpg,
+                                                             static_cast<acc_t<T>*>(out));
     });
   });
 }
@@ -153,10 +153,9 @@ cudaError_t launch_broadcast(VecArg scale, VecArg c1, void* out1, DType dtype1, 
     using I = decltype(i);
     return dispatch_float(dtype1, [&](auto t) {
       using T = decltype(t);
-      broadcast_kernel<T, T, I><<<grid, kBlockThreads, 0, stream>>>(
-          scale, c1, static_cast<T*>(out1), c2, static_cast<T*>(out2), e, extra, extra_dtype,
-          layout, wpg);
-      return cudaGetLastError();
+      return launch<&broadcast_kernel<T, T, I>>(grid, kBlockThreads, stream, scale, c1,
+                                                static_cast<T*>(out1), c2, static_cast<T*>(out2),
+                                                e, extra, extra_dtype, layout, wpg);
     });
   });
 }

@@ -1,5 +1,7 @@
 // Autograd of the differentiable ops, in C++ for every device. torch.library's Python
 // autograd wrapper costs ~0.1 ms a call, as much as a whole kernel at training batch sizes.
+// A template over the op library's name (`gfn_fast`, or `gfn_fast_emulated` for the emulated
+// CUDA backend): the backward calls the backward op of the same library.
 //
 //   segment_sum:            d values = grad[b] over each segment (segment_sum_backward).
 //   logprob_from_logits:    d logits from the saved per-step logsumexp
@@ -7,12 +9,14 @@
 //   divergence_loss_fused:  only `value` (output 3) is differentiable; its gradient is the
 //                           surrogate's: grad * c[b] over each segment of step_log_pf,
 //                           grad * d[b] over step_log_pb, grad * e for log_z.
+#pragma once
+
 #include <torch/extension.h>
 
 #include <string>
 
 namespace gfn_fast {
-namespace {
+namespace autograd_detail {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -20,9 +24,11 @@ using OptTensor = c10::optional<at::Tensor>;
 using Coefficients =
     std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-template <class Signature>
+// The op `name` of library `Library` (e.g. Library "gfn_fast", name "segment_sum").
+template <const char* Library, class Signature>
 c10::TypedOperatorHandle<Signature> typed_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+  const std::string qualified = std::string(Library) + "::" + name;
+  return c10::Dispatcher::singleton().findSchemaOrThrow(qualified.c_str(), "").typed<Signature>();
 }
 
 OptTensor optional(const at::Tensor& t) { return t.defined() ? OptTensor(t) : OptTensor(); }
@@ -30,12 +36,13 @@ OptTensor optional(const at::Tensor& t) { return t.defined() ? OptTensor(t) : Op
 // Optional index tensors are saved as undefined tensors when absent.
 at::Tensor saved(const OptTensor& t) { return t.value_or(at::Tensor()); }
 
-class SegmentSum : public torch::autograd::Function<SegmentSum> {
+template <const char* Library>
+class SegmentSum : public torch::autograd::Function<SegmentSum<Library>> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& values,
                             const OptTensor& lengths, const OptTensor& offsets) {
-    static auto op = typed_op<at::Tensor(const at::Tensor&, const OptTensor&, const OptTensor&)>(
-        "gfn_fast::segment_sum");
+    static auto op = typed_op<Library, at::Tensor(const at::Tensor&, const OptTensor&, const OptTensor&)>(
+        "segment_sum");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     ctx->save_for_backward({saved(lengths), saved(offsets)});
     ctx->saved_data["shape"] = values.sym_sizes().vec();
@@ -45,8 +52,8 @@ class SegmentSum : public torch::autograd::Function<SegmentSum> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static auto op =
-        typed_op<at::Tensor(const at::Tensor&, const OptTensor&, const OptTensor&,
-                            c10::SymIntArrayRef, at::ScalarType)>("gfn_fast::segment_sum_backward");
+        typed_op<Library, at::Tensor(const at::Tensor&, const OptTensor&, const OptTensor&,
+                            c10::SymIntArrayRef, at::ScalarType)>("segment_sum_backward");
     const variable_list index = ctx->get_saved_variables();
     const std::vector<c10::SymInt> shape = ctx->saved_data["shape"].toSymIntVector();
     return {op.call(grads[0], optional(index[0]), optional(index[1]), shape,
@@ -55,16 +62,17 @@ class SegmentSum : public torch::autograd::Function<SegmentSum> {
   }
 };
 
-class LogprobFromLogits : public torch::autograd::Function<LogprobFromLogits> {
+template <const char* Library>
+class LogprobFromLogits : public torch::autograd::Function<LogprobFromLogits<Library>> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& logits,
                                const at::Tensor& actions, const OptTensor& action_mask,
                                const OptTensor& lengths, const OptTensor& offsets) {
     static auto op =
-        typed_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+        typed_op<Library, std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                     const OptTensor&, const OptTensor&,
                                                     const OptTensor&)>(
-            "gfn_fast::logprob_from_logits");
+            "logprob_from_logits");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [logprob, step_lse] = op.call(logits, actions, action_mask, lengths, offsets);
     ctx->save_for_backward(
@@ -76,10 +84,10 @@ class LogprobFromLogits : public torch::autograd::Function<LogprobFromLogits> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto op = typed_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+    static auto op = typed_op<Library, at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                          const OptTensor&, const at::Tensor&, const OptTensor&,
                                          const OptTensor&)>(
-        "gfn_fast::logprob_from_logits_backward");
+        "logprob_from_logits_backward");
     variable_list out(5);
     if (!grads[0].defined()) return out;
     const variable_list s = ctx->get_saved_variables();
@@ -90,7 +98,8 @@ class LogprobFromLogits : public torch::autograd::Function<LogprobFromLogits> {
 
 constexpr int kValue = 3;
 
-class FusedDivergenceLoss : public torch::autograd::Function<FusedDivergenceLoss> {
+template <const char* Library>
+class FusedDivergenceLoss : public torch::autograd::Function<FusedDivergenceLoss<Library>> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& step_log_pf,
                                const OptTensor& step_log_pb, const at::Tensor& log_reward,
@@ -98,10 +107,10 @@ class FusedDivergenceLoss : public torch::autograd::Function<FusedDivergenceLoss
                                const OptTensor& lengths, const OptTensor& offsets,
                                const std::string& objective, const std::string& control_variate,
                                double alpha, bool paper_normalization) {
-    static auto op = typed_op<Coefficients(
+    static auto op = typed_op<Library, Coefficients(
         const at::Tensor&, const OptTensor&, const at::Tensor&, const OptTensor&,
         const OptTensor&, const OptTensor&, const OptTensor&, c10::string_view, c10::string_view,
-        double, bool)>("gfn_fast::divergence_loss_fused");
+        double, bool)>("divergence_loss_fused");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [c, d, e, value, ess, log_z_hat, skipped] =
         op.call(step_log_pf, step_log_pb, log_reward, log_behavior, log_z, lengths, offsets,
@@ -120,10 +129,10 @@ class FusedDivergenceLoss : public torch::autograd::Function<FusedDivergenceLoss
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto op = typed_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+    static auto op = typed_op<Library, std::tuple<at::Tensor, at::Tensor, at::Tensor>(
         const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
         const OptTensor&, const OptTensor&, c10::SymIntArrayRef, at::ScalarType,
-        c10::optional<at::ScalarType>)>("gfn_fast::divergence_loss_backward");
+        c10::optional<at::ScalarType>)>("divergence_loss_backward");
     variable_list out(11);
     const at::Tensor& grad_value = grads[kValue];
     if (!grad_value.defined()) return out;
@@ -140,21 +149,24 @@ class FusedDivergenceLoss : public torch::autograd::Function<FusedDivergenceLoss
   }
 };
 
+template <const char* Library>
 at::Tensor segment_sum_autograd(const at::Tensor& values, const OptTensor& lengths,
                                 const OptTensor& offsets) {
-  return SegmentSum::apply(values, lengths, offsets);
+  return SegmentSum<Library>::apply(values, lengths, offsets);
 }
 
+template <const char* Library>
 std::tuple<at::Tensor, at::Tensor> logprob_from_logits_autograd(const at::Tensor& logits,
                                                                 const at::Tensor& actions,
                                                                 const OptTensor& action_mask,
                                                                 const OptTensor& lengths,
                                                                 const OptTensor& offsets) {
   const variable_list out =
-      LogprobFromLogits::apply(logits, actions, action_mask, lengths, offsets);
+      LogprobFromLogits<Library>::apply(logits, actions, action_mask, lengths, offsets);
   return {out[0], out[1]};
 }
 
+template <const char* Library>
 Coefficients divergence_loss_fused_autograd(const at::Tensor& step_log_pf,
                                             const OptTensor& step_log_pb,
                                             const at::Tensor& log_reward,
@@ -163,17 +175,20 @@ Coefficients divergence_loss_fused_autograd(const at::Tensor& step_log_pf,
                                             c10::string_view objective,
                                             c10::string_view control_variate, double alpha,
                                             bool paper_normalization) {
-  const variable_list out = FusedDivergenceLoss::apply(
+  const variable_list out = FusedDivergenceLoss<Library>::apply(
       step_log_pf, step_log_pb, log_reward, log_behavior, log_z, lengths, offsets,
       std::string(objective), std::string(control_variate), alpha, paper_normalization);
   return {out[0], out[1], out[2], out[3], out[4], out[5], out[6]};
 }
 
-}  // namespace
-}  // namespace gfn_fast
+}  // namespace autograd_detail
 
-TORCH_LIBRARY_IMPL(gfn_fast, Autograd, m) {
-  m.impl("segment_sum", &gfn_fast::segment_sum_autograd);
-  m.impl("logprob_from_logits", &gfn_fast::logprob_from_logits_autograd);
-  m.impl("divergence_loss_fused", &gfn_fast::divergence_loss_fused_autograd);
+// Registers the autograd of the differentiable ops of library `Library`.
+template <const char* Library>
+void register_autograd(torch::Library& m) {
+  m.impl("segment_sum", &autograd_detail::segment_sum_autograd<Library>);
+  m.impl("logprob_from_logits", &autograd_detail::logprob_from_logits_autograd<Library>);
+  m.impl("divergence_loss_fused", &autograd_detail::divergence_loss_fused_autograd<Library>);
 }
+
+}  // namespace gfn_fast

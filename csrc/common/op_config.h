@@ -1,0 +1,23 @@
+// What the CPU and the CUDA bindings of the ops share about their arguments: the parsing of
+// an objective's settings into a batch::Config, and the accumulation dtype.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <string>
+
+#include "common/batch_step.h"
+
+namespace gfn_fast {
+
+// The op's string arguments, parsed once (ValueError on unknown names or combinations that
+// MATH.md rules out).
+batch::Config make_config(const std::string& objective, const std::string& control_variate,
+                          double alpha, bool paper_normalization);
+
+// float64 for float64 inputs, float32 for every other floating dtype.
+inline at::ScalarType accumulation_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+}  // namespace gfn_fast

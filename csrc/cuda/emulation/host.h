@@ -1,0 +1,25 @@
+// What the host side (the op binding) asks of the emulated CUDA runtime: the detail of the
+// last launch error, and the global-memory traffic the kernels made.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace gfn_fast {
+namespace emu {
+
+// Cumulative since the process started, on the calling thread (launches run there).
+struct Traffic {
+  uint64_t launches = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+};
+
+Traffic traffic();
+
+// "kernel K, block (x, y, z), thread (x, y, z): what went wrong" for the last failed launch
+// on this thread (empty when none failed).
+const std::string& last_error_message();
+
+}  // namespace emu
+}  // namespace gfn_fast

@@ -1,0 +1,2 @@
+// csrc/cuda/segment.cu compiled as C++ against the emulated CUDA runtime (no copy of its source).
+#include "cuda/segment.cu"
