@@ -127,9 +127,11 @@ def measure(
         from its own fixed seed, so rows do not depend on which other K are measured.
 
     Raises:
-        ValueError: an unknown objective, a batch size < 2, repeats < 2, train_steps < 0,
+        ValueError: no or an unknown objective, a batch size < 2, repeats < 2, train_steps < 0,
             an off-policy config, or a bad config (see `trainer.resolve`).
     """
+    if not objectives:
+        raise ValueError(f"objectives: expected at least one of {gf.OBJECTIVES}, got none")
     for objective in objectives:
         if objective not in gf.OBJECTIVES:
             raise ValueError(f"objectives: expected names in {gf.OBJECTIVES}, got {objective!r}")

@@ -145,6 +145,7 @@ def test_measure_is_reproducible_and_independent_of_the_other_batch_sizes():
     "kwargs, match",
     [
         ({"objectives": ("kl",)}, "objectives: expected names in"),
+        ({"objectives": ()}, "objectives: expected at least one"),
         ({"batch_sizes": (1, 8)}, r"batch_sizes: expected sizes >= 2, got \(1, 8\)"),
         ({"repeats": 1}, "repeats: expected >= 2 batches"),
         ({"train_steps": 9}, r"train_steps: expected in \[0, 4\]"),
