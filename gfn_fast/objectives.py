@@ -27,7 +27,8 @@ OBJECTIVES = ("tb", "vargrad", "reverse_kl", "forward_kl", "renyi", "tsallis")
 CONTROL_VARIATES = ("loo", "none")
 NORMALIZATIONS = ("amari", "paper")
 
-# |alpha| below this uses the forward-KL-limit form of d (MATH.md "Limits and stability").
+# Tsallis: |alpha| below this uses the forward-KL-limit form of d (MATH.md "Limits and
+# stability"). Renyi needs no window: its blended d (renyi_d_blend) is stable for every alpha.
 ALPHA_ZERO_WINDOW = 1e-6
 # The stable tilt formulas apply while every |tilt * (l - mean)| stays below this.
 STABLE_TILT_LIMIT = 1.0
@@ -65,6 +66,15 @@ def is_self_normalised(objective: str, alpha: float, has_log_z: bool) -> bool:
     if objective == "tsallis":
         return not has_log_z and alpha != 1.0
     return objective == "forward_kl" or (objective == "renyi" and alpha != 1.0)
+
+
+def renyi_d_blend(alpha: float) -> float:
+    """beta(alpha) = clamp(2 - 2 |alpha|, 0, 1) of Renyi's d = -(w_alpha - beta w_0) / alpha.
+
+    1 for |alpha| <= 1/2, 0 for |alpha| >= 1, linear between (MATH.md, renyi). Every beta is
+    unbiased (E_pi[grad b] = 0); beta = 1 removes the 1 / (K alpha) bias near alpha = 0.
+    """
+    return min(1.0, max(0.0, 2.0 - 2.0 * abs(alpha)))
 
 
 def _phi(t: torch.Tensor) -> torch.Tensor:
@@ -189,8 +199,9 @@ def _renyi(batch: _Batch, cv: str, alpha: float):
     pi_tilt_grad, pi_log_mgf = _tilt(reduce, batch.pi, batch.log_pi, batch.l, h)
     w0_tilt_grad, w0_log_mgf = _tilt(reduce, batch.w0, batch.log_w0, batch.l, -alpha)
     c = -pi_tilt_grad if cv == "loo" else w / (alpha - 1)  # (w - pi) / (alpha - 1) for loo
-    # d = -w / alpha; near alpha = 0 the equivalent -(w_alpha - w_0) / alpha.
-    d = w0_tilt_grad if abs(alpha) < ALPHA_ZERO_WINDOW else -w / alpha
+    # d = -(w - beta w0) / alpha. With beta = 1 it is the w0 tilt, precise as alpha -> 0.
+    beta = renyi_d_blend(alpha)
+    d = w0_tilt_grad if beta == 1.0 else -(w - beta * batch.w0) / alpha
     if abs(alpha) <= 0.5:
         # (log Zhat - log Mhat) / alpha rewritten around the w0 tilt: exact and finite at 0.
         value = (w0_log_mgf - batch.log_z_hat) / h

@@ -18,7 +18,7 @@ CASES = [
     (objective, cv, alpha, off_policy)
     for objective in gf.OBJECTIVES
     for cv in gf.CONTROL_VARIATES
-    for alpha in ((-1.0, 0.5, 2.0) if objective in ("renyi", "tsallis") else (0.5,))
+    for alpha in ((-1.0, 0.1, 0.5, 0.75, 2.0) if objective in ("renyi", "tsallis") else (0.5,))
     for off_policy in (False, True)
     if not (objective == "tb" and cv == "loo" and off_policy)
 ]
@@ -36,12 +36,14 @@ def full_batch():
 
 
 def loss_and_grads(rows, case, group):
-    """Stats, d loss / d (theta, log Z) and d loss / d per-step log p_F for the given rows."""
+    """Stats, d loss / d (theta, log Z) and d loss / d per-step log p_F and log p_B (the
+    coefficients c and d, spread over the steps) for the given rows."""
     objective, cv, alpha, off_policy = case
     features, lengths, log_pb, log_reward, log_behavior = (t[rows] for t in full_batch())
     theta = torch.tensor([0.3, -0.2, 0.1], dtype=F64, requires_grad=True)
     log_z = torch.tensor(0.4, dtype=F64, requires_grad=True)
     step_log_pf = torch.nn.functional.logsigmoid(features @ theta)
+    log_pb = log_pb.clone().requires_grad_()
     loss, stats = gf.divergence_loss(
         objective,
         log_pf=step_log_pf,
@@ -54,11 +56,12 @@ def loss_and_grads(rows, case, group):
         log_z=log_z if objective in ("tb", "tsallis") else None,
         process_group=group,
     )
-    grad_theta, grad_log_z, grad_steps = torch.autograd.grad(
-        loss, (theta, log_z, step_log_pf), allow_unused=True
+    grad_theta, grad_log_z, grad_steps, grad_pb = torch.autograd.grad(
+        loss, (theta, log_z, step_log_pf, log_pb), allow_unused=True
     )
     grad_log_z = torch.zeros(()) if grad_log_z is None else grad_log_z
-    return stats, torch.cat([grad_theta, grad_log_z.reshape(1).to(F64)]), grad_steps
+    params = torch.cat([grad_theta, grad_log_z.reshape(1).to(F64)])
+    return stats, params, torch.cat([grad_steps, grad_pb], dim=1)
 
 
 def _worker(rank: int, port: int, failures) -> None:

@@ -271,24 +271,37 @@ def test_tsallis_continuous_across_alpha_1():
         assert_close_scaled(near[1], at_one[1], 1e-6)
 
 
-@pytest.mark.parametrize("objective", ["renyi", "tsallis"])
-def test_zero_window_edge_shifts_d_by_w0_over_alpha(objective):
-    """At |alpha| = 1e-6, MATH.md switches d from -w/alpha to -(w_alpha - w_0)/alpha.
+def test_tsallis_zero_window_edge_shifts_d_by_g0_over_alpha():
+    """At |alpha| = 1e-6, Tsallis switches d from -rho g/(K alpha) to -rho (g - g_0)/(K alpha).
 
-    c and the value are continuous there; d jumps by exactly w_0 / alpha, a shift whose
-    expectation vanishes only as K grows (E_pi[grad b] = 0). See docs/estimators.md for the
-    measured cost of -w/alpha at small |alpha|.
+    c and the value are continuous there; d jumps by rho g_0 / (K alpha) (= w_0 / alpha
+    on-policy with the batch log Z), a shift whose expectation vanishes only as K grows.
     """
     s, b, r = batch(8)
     edge = objectives.ALPHA_ZERO_WINDOW
     w0 = torch.softmax(r + b - s, 0)
     for sign in (1, -1):
         alpha_in, alpha_out = sign * edge * (1 - 1e-9), sign * edge * (1 + 1e-9)
-        c_in, d_in, value_in = coefficient(objective, alpha_in, s, b, r)
-        c_out, d_out, value_out = coefficient(objective, alpha_out, s, b, r)
+        c_in, d_in, value_in = coefficient("tsallis", alpha_in, s, b, r)
+        c_out, d_out, value_out = coefficient("tsallis", alpha_out, s, b, r)
         assert_close_scaled(c_in, c_out, 1e-6)
         assert_close_scaled(value_in, value_out, 1e-6)
         assert_close_scaled(d_in - d_out, w0 / alpha_in, 1e-6)
+
+
+@pytest.mark.parametrize("edge", [-1.0, -0.5, -1e-6, 1e-6, 0.5, 1.0])
+@pytest.mark.parametrize("off_policy", [False, True])
+def test_renyi_d_is_continuous_where_the_blend_bends(edge, off_policy):
+    """d = -(w_alpha - beta w_0)/alpha with beta = clamp(2 - 2|alpha|, 0, 1): no jump at the
+    kinks |alpha| = 1/2 and 1, nor at the old 1e-6 window."""
+    s, b, r = batch(8)
+    log_q = s + torch.linspace(-0.3, 0.3, 8, dtype=F64) if off_policy else None
+    below = coefficient("renyi", edge * (1 - 1e-9), s, b, r, log_behavior=log_q)
+    above = coefficient("renyi", edge * (1 + 1e-9), s, b, r, log_behavior=log_q)
+    # c and d; off-policy, MATH.md's value estimate itself diverges as alpha -> 1 (its
+    # log Mhat carries log(mean rho) / (1 - alpha)).
+    for got, want in zip(below[:2], above[:2], strict=True):
+        assert_close_scaled(got, want, 1e-7)
 
 
 def test_renyi_continuous_across_the_stable_tilt_edge():

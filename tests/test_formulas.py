@@ -46,7 +46,9 @@ def math_md_coefficients(objective, cv, s, b, r, log_q, log_z, alpha, paper):
     if objective == "renyi":
         w = torch.softmax((1 - alpha) * l + log_rho, 0)
         c = (w - pi) / (alpha - 1) if cv == "loo" else w / (alpha - 1)
-        return scale * c, scale * (-w / alpha)
+        beta = min(1.0, max(0.0, 2 - 2 * abs(alpha)))
+        w0 = torch.softmax(l + log_rho, 0)
+        return scale * c, scale * (-(w - beta * w0) / alpha)
     assert objective == "tsallis"
     ref = torch.logsumexp(l + log_rho, 0) - math.log(k) if log_z is None else log_z
     g = torch.exp((1 - alpha) * (l - ref))
@@ -67,7 +69,7 @@ CASES = [
     (objective, cv, alpha, off_policy)
     for objective in gf.OBJECTIVES
     for cv in gf.CONTROL_VARIATES
-    for alpha in ((-1.0, 0.3, 0.5, 2.0) if objective in ("renyi", "tsallis") else (0.5,))
+    for alpha in ((-1.0, 0.3, 0.5, 0.75, 2.0) if objective in ("renyi", "tsallis") else (0.5,))
     for off_policy in (False, True)
     if not (objective == "tb" and cv == "loo" and off_policy)
 ]

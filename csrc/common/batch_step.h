@@ -4,8 +4,9 @@
 // optionally the behaviour log-probabilities log q_k and a log Z, it computes the
 // surrogate coefficients (c [K], d [K], e) and the diagnostics (value, ess, log_z_hat,
 // skipped) of every objective. It mirrors gfn_fast/objectives.py branch for branch (the
-// stable tilt near alpha = 0 and 1, the alpha windows, the skipped rules, the dispatch of
-// alpha exactly 0 / 1, paper normalisation, the tsallis log Z rule), in double precision.
+// stable tilt near alpha = 0 and 1, the renyi d blend, the tsallis alpha window, the skipped
+// rules, the dispatch of alpha exactly 0 / 1, paper normalisation, the tsallis log Z rule),
+// in double precision.
 //
 // No torch headers: this file compiles with a host C++17 compiler and with bare nvcc.
 //
@@ -47,7 +48,8 @@ namespace batch {
 enum class Objective : int { kTb, kVargrad, kReverseKl, kForwardKl, kRenyi, kTsallis };
 enum class ControlVariate : int { kLoo, kNone };
 
-// |alpha| below this uses the forward-KL-limit form of d (objectives.ALPHA_ZERO_WINDOW).
+// Tsallis: |alpha| below this uses the forward-KL-limit form of d
+// (objectives.ALPHA_ZERO_WINDOW). Renyi needs no window (renyi_d_blend).
 constexpr double kAlphaZeroWindow = 1e-6;
 // The stable tilt formulas apply while every |tilt * (l - mean)| stays below this.
 constexpr double kStableTiltLimit = 1.0;
@@ -337,6 +339,13 @@ GFN_HOST_DEVICE inline double loo_factor(int64_t k) {
 
 }  // namespace detail
 
+// beta(alpha) = clamp(2 - 2 |alpha|, 0, 1) of Renyi's d = -(w_alpha - beta w_0) / alpha
+// (objectives.renyi_d_blend).
+GFN_HOST_DEVICE inline double renyi_d_blend(double alpha) {
+  const double beta = 2.0 - 2.0 * detail::dabs(alpha);
+  return beta > 1.0 ? 1.0 : (beta < 0.0 ? 0.0 : beta);
+}
+
 // Whether the estimator's expected gradient is zero at K = 1 (objectives.is_self_normalised).
 GFN_HOST_DEVICE inline bool is_self_normalised(Objective objective, double alpha,
                                                bool has_log_z) {
@@ -436,12 +445,14 @@ GFN_HOST_DEVICE void batch_step(const R& reduce, const BatchInputs& in, BatchOut
     Tilt pi_tilt = make_tilt(sc.pi, sc.lrho, nullptr, cm.lse_rho, l, sc.t1, h);
     if (loo || abs_alpha > 0.5) pi_tilt.prepare(reduce, k);
     Tilt w0_tilt = make_tilt(sc.w0, l, sc.lrho, cm.lse0, l, sc.t2, -alpha);
-    if (abs_alpha <= 0.5) w0_tilt.prepare(reduce, k);
-    const bool d_window = abs_alpha < kAlphaZeroWindow;
+    if (abs_alpha <= 0.5) w0_tilt.prepare(reduce, k);  // exactly where renyi_d_blend is 1
+    // d = -(w - beta w0) / alpha. With beta = 1 it is the w0 tilt, precise as alpha -> 0.
+    const double beta = renyi_d_blend(alpha);
+    const double* w0 = sc.w0;
     write_cd(reduce, k, out, scale, skip, [&](int64_t i, double& c, double& d) {
       const double wi = w[i] / w_sum;
       c = loo ? -pi_tilt.grad(i) : wi / (alpha - 1.0);
-      d = d_window ? w0_tilt.grad(i) : -wi / alpha;
+      d = beta == 1.0 ? w0_tilt.grad(i) : -(wi - beta * w0[i]) / alpha;
     });
     if (abs_alpha <= 0.5) {
       res.value = (w0_tilt.log_mgf - cm.log_z_hat) / h;

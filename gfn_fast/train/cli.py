@@ -1,8 +1,9 @@
-"""The `gfn-fast` command: `train`, `compare` and `info`.
+"""The `gfn-fast` command: `train`, `compare`, `variance` and `info`.
 
 gfn-fast train --env hypergrid --preset torchgfn --objective renyi --alpha 0.5 --out runs/a
 gfn-fast train --env hypergrid --preset torchgfn --objective renyi --nproc 2 --out runs/ddp
 gfn-fast compare --env sets --preset small --seeds 3 --out runs/sets
+gfn-fast variance --env sets --preset small --objectives reverse_kl --out runs/variance
 gfn-fast info
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 import gfn_fast as gf
-from gfn_fast.train import envs
+from gfn_fast.train import envs, variance
 from gfn_fast.train.compare import COMPARED_OBJECTIVES, compare, summary_table
 from gfn_fast.train.trainer import TrainConfig, Trainer, checkpoint_config, launch
 
@@ -122,6 +123,35 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _variance(args: argparse.Namespace) -> int:
+    if args.control_variate is not None:
+        raise ValueError("--cv: variance measures every control variate; leave --cv out")
+    rows = variance.measure(
+        _config(args, objective="tb"),
+        args.objectives,
+        args.batch_sizes,
+        args.repeats,
+        args.train_steps,
+    )
+    paths = variance.write(rows, args.out, title=f"{args.env} ({args.preset or 'default'})")
+    print(variance.summary_table(rows))
+    print(f"\nwrote {paths[0]}, {paths[1]}")
+    return 0
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name for name in text.split(",") if name)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(size) for size in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 32,128,512, got {text!r}"
+        ) from None
+
+
 def plot_curves(curves: dict[str, list[list[dict]]], path: Path, title: str = "") -> None:
     """PNG of the metric against trajectories: mean over seeds, shaded min..max."""
     import matplotlib  # the "train" extra
@@ -164,7 +194,7 @@ def _info(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `gfn-fast` (subcommands train, compare, info)."""
+    """The argument parser of `gfn-fast` (subcommands train, compare, variance, info)."""
     parser = argparse.ArgumentParser(
         prog="gfn-fast", description="Train GFlowNets with divergence objectives."
     )
@@ -192,6 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--seeds", type=int, default=3)
     comparison.add_argument("--out", default="gfn_fast_compare", help="output directory")
     comparison.set_defaults(run=_compare)
+
+    spread = commands.add_parser(
+        "variance", help="policy-gradient variance with and without control variates (Fig. 2)"
+    )
+    _config_arguments(spread)
+    add = spread.add_argument
+    add("--objectives", type=_names, default=variance.DEFAULT_OBJECTIVES)
+    add("--batch-sizes", type=_sizes, default=variance.DEFAULT_BATCH_SIZES, help="default 32..1024")
+    add("--repeats", type=int, default=variance.DEFAULT_REPEATS, help="batches per point")
+    add("--train-steps", type=int, default=None, help="steps of the trained policy")
+    add("--seed", type=int, default=0)
+    add("--out", default="gfn_fast_variance", help="output directory")
+    spread.set_defaults(run=_variance)
 
     info = commands.add_parser("info", help="backend, build and versions")
     info.set_defaults(run=_info)
