@@ -4,12 +4,14 @@ simulator, uniform p_B, and the forest policy's symmetries."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import pytest
 import torch
 
 from gfn_fast.train import envs
+from gfn_fast.train.cli import main
 from gfn_fast.train.envs.forests import Forests
 from gfn_fast.train.envs.jc69 import forest_log_likelihood, simulate
 from gfn_fast.train.envs.phylo import Phylogenetics, tree_count
@@ -141,17 +143,51 @@ def test_forest_likelihood_is_the_product_over_its_trees():
     assert s0 == pytest.approx(5 * data.shape[1] * math.log(0.25), abs=1e-10)
 
 
-def test_likelihood_does_not_underflow_on_short_branches():
-    env = Phylogenetics(species=8, sites=40, mutation_rate=1e-3)
-    tree = as_states([next(rooted_trees(list(range(8))))])
-    assert torch.isfinite(env.log_likelihood(tree)).all()
+def fitch_changes(tree, site: list[int]) -> int:
+    """The fewest changes that explain `site` (a nucleotide per leaf) on `tree` (Fitch)."""
+
+    def visit(node) -> tuple[set[int], int]:
+        if not isinstance(node, tuple):
+            return {site[node]}, 0
+        (left, m), (right, n) = visit(node[0]), visit(node[1])
+        common = left & right
+        return (common, m + n) if common else (left | right, m + n + 1)
+
+    return visit(tree)[1]
 
 
-def test_reward_is_likelihood_times_the_uniform_prior():
-    env = envs.make("phylo", "tiny")
+def test_likelihood_does_not_underflow_on_very_short_branches():
+    # On branches of length t -> 0 each change costs a factor t / 3, so log L ~ M log(t / 3)
+    # with M the parsimony score (the other terms are O(1) per site). A site needing 4
+    # changes has likelihood ~1e-400 at t = 1e-100: 0.0 without rescaling.
+    data = torch.randint(4, (8, 40), generator=torch.Generator().manual_seed(0))
+    tree = next(rooted_trees(list(range(8))))
+    t = 1e-100
+    log_likelihood = float(forest_log_likelihood(Forests(8), as_states([tree]), data, t)[0])
+    changes = sum(fitch_changes(tree, site) for site in data.T.tolist())
+    # |O(1) terms| <= 40 sites * log(4 * 14**4) (at most 14**4 ways to place 4 changes).
+    assert math.isfinite(log_likelihood)
+    assert abs(log_likelihood - changes * math.log(t / 3)) < 40 * math.log(4 * 14**4)
+
+
+def test_reward_is_likelihood_times_the_uniform_prior_over_the_greedy_trees():
+    env = Phylogenetics(species=5, sites=12, seed=1)
     trees = env.terminal_states()
-    expected = env.log_likelihood(trees) - math.log(15)
-    assert torch.allclose(env.log_reward(trees).double(), expected, atol=1e-5)
+    log_joint = env.log_likelihood(trees) - math.log(105)
+    reference = env.log_likelihood(env.reference_tree[None])[0] - math.log(105)
+    assert env.log_reward_shift == pytest.approx(float(reference), abs=1e-12)
+    assert torch.allclose(env.log_reward(trees).double(), log_joint - reference, atol=1e-5)
+    # The reference is the greedy tree: from s0, each join is the most likely one.
+    state = env.initial_states(1)
+    while not env.is_terminal(state)[0]:
+        children = [env.step(state, torch.tensor([a])) for a in range(env.n_actions)]
+        allowed = env.forward_mask(state)[0]
+        best = max(
+            (c for c, ok in zip(children, allowed, strict=True) if ok),
+            key=lambda c: float(env.log_likelihood(c)[0]),
+        )
+        state = best
+    assert torch.equal(state[0], env.reference_tree)
 
 
 def test_simulator_is_seeded_and_follows_jc69():
@@ -230,3 +266,18 @@ def test_bad_settings_raise_clear_errors():
         Phylogenetics(mutation_rate=0.0)
     with pytest.raises(ValueError, match="deep_set"):
         make_policy(envs.make("phylo", "tiny"), deep_set=True)
+
+
+@pytest.mark.slow
+def test_cli_renyi_on_the_paper_preset_halves_the_exact_l1(tmp_path):
+    """The acceptance run: `gfn-fast train --env phylo --preset paper --objective renyi
+    --steps 300 --eval-every 50` (about a minute on 2 busy cores)."""
+    argv = ["train", "--env", "phylo", "--preset", "paper", "--objective", "renyi"]
+    argv += ["--steps", "300", "--eval-every", "50", "--no-progress", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    curve = [
+        record["exact_l1"]
+        for record in json.loads((tmp_path / "metrics.json").read_text())["curve"]
+    ]
+    assert len(curve) == 7 and all(math.isfinite(value) for value in curve)
+    assert curve[-1] <= curve[0] / 2

@@ -2,8 +2,9 @@
 likelihood of forests by Felsenstein's pruning algorithm, vectorised over forests and sites.
 
 Under JC69 every nucleotide is equally likely at the root (pi = 1/4) and, along a branch of
-length t (expected substitutions per site),
-P(j | i, t) = 1/4 + (delta_ij - 1/4) exp(-4 t / 3).
+length t (expected substitutions per site), a site is redrawn uniformly from the four
+nucleotides with probability c = 1 - exp(-4 t / 3), else kept:
+P(j | i, t) = (1 - c) delta_ij + c / 4.
 """
 
 from __future__ import annotations
@@ -17,21 +18,22 @@ from gfn_fast.train.envs.forests import Forests
 NUCLEOTIDES = 4
 
 
-def decay(branch_length: float) -> float:
-    """exp(-4 t / 3) for t = `branch_length`: P(j | i, t) = 1/4 + (delta_ij - 1/4) decay.
+def redraw_probability(branch_length: float) -> float:
+    """c = 1 - exp(-4 t / 3) for t = `branch_length` (by expm1: exact for tiny t).
 
     Raises:
         ValueError: branch_length not positive and finite.
     """
     if not (branch_length > 0 and math.isfinite(branch_length)):
         raise ValueError(f"branch_length: expected a positive finite number, got {branch_length}")
-    return math.exp(-4.0 * branch_length / 3.0)
+    return -math.expm1(-4.0 * branch_length / 3.0)
 
 
 def transition_matrix(branch_length: float) -> torch.Tensor:
     """[4, 4] float64 P(child j | parent i) along a branch of `branch_length`."""
+    redraw = redraw_probability(branch_length)
     same = torch.eye(NUCLEOTIDES, dtype=torch.float64)
-    return 0.25 + (same - 0.25) * decay(branch_length)
+    return (1 - redraw) * same + redraw / NUCLEOTIDES
 
 
 def random_tree(forests: Forests, generator: torch.Generator) -> torch.Tensor:
@@ -88,17 +90,18 @@ def forest_log_likelihood(
     (for a complete tree, its likelihood), by Felsenstein's pruning algorithm.
 
     Conditional likelihoods [B, n, patterns, 4] are kept per tree (indexed by its lowest
-    leaf) and rescaled at every join, so deep trees and short branches do not underflow.
+    leaf) and rescaled at every join, so that very short branches (t = 1e-60: each change
+costs a factor 1e-60) do not underflow.
 
     Args:
         data: [n, sites] int64 nucleotides in 0..3.
     """
     batch, device = states.shape[0], states.device
-    kept = decay(branch_length)
+    redraw = redraw_probability(branch_length)
 
     def up_branch(partial):
-        """sum_j P(j | i, t) partial[..., j], by JC69's closed form P = kept I + (1 - kept) / 4."""
-        return kept * partial + (1 - kept) / NUCLEOTIDES * partial.sum(-1, keepdim=True)
+        """sum_j P(j | i, t) partial[..., j], by JC69's closed form."""
+        return (1 - redraw) * partial + redraw / NUCLEOTIDES * partial.sum(-1, keepdim=True)
 
     # Equal sites (columns of data) have equal likelihoods: compute each pattern once.
     patterns, counts = torch.unique(data.to(device), dim=1, return_counts=True)
