@@ -73,6 +73,17 @@ class Forests:
         below = self.leaf_bits(states.device) - 1
         return (self.root_clades(states) & below) == 0
 
+    def joinable(self, states: torch.Tensor) -> torch.Tensor:
+        """[B, n (n - 1) / 2] bool: pair p names two trees of the forest (none if one tree)."""
+        names = self.tree_names(states)
+        a, b = self.pairs.to(states.device).unbind(-1)
+        return names[:, a] & names[:, b]
+
+    def splittable(self, states: torch.Tensor) -> torch.Tensor:
+        """[B, n] bool: leaf l names a tree of the forest that is not a single leaf."""
+        not_leaf = self.root_clades(states) != self.leaf_bits(states.device)
+        return self.tree_names(states) & not_leaf
+
     def join(self, states: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """Forests after joining the trees named by `pairs` [B] (indices into `self.pairs`)
         under a new root; the forests must have more than one tree."""

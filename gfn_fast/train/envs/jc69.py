@@ -41,16 +41,10 @@ def random_tree(forests: Forests, generator: torch.Generator) -> torch.Tensor:
     until one is left (the coalescent's topology distribution)."""
     state = forests.empty(1)
     for _ in range(forests.leaves - 1):
-        allowed = _allowed_pairs(forests, state)
+        allowed = forests.joinable(state)[0].nonzero()[:, 0]
         choice = allowed[torch.randint(len(allowed), (1,), generator=generator)]
         state = forests.join(state, choice)
     return state[0]
-
-
-def _allowed_pairs(forests: Forests, state: torch.Tensor) -> torch.Tensor:
-    names = forests.tree_names(state)[0]
-    a, b = forests.pairs.unbind(-1)
-    return (names[a] & names[b]).nonzero()[:, 0]
 
 
 def simulate(
@@ -90,8 +84,8 @@ def forest_log_likelihood(
     (for a complete tree, its likelihood), by Felsenstein's pruning algorithm.
 
     Conditional likelihoods [B, n, patterns, 4] are kept per tree (indexed by its lowest
-    leaf) and rescaled at every join, so that very short branches (t = 1e-60: each change
-costs a factor 1e-60) do not underflow.
+    leaf) and rescaled at every join, so that very short branches (t = 1e-100, where each
+    change costs a factor t / 3) do not underflow.
 
     Args:
         data: [n, sites] int64 nucleotides in 0..3.

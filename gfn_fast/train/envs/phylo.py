@@ -102,16 +102,13 @@ class Phylogenetics(DiscreteEnv):
         return self.forests.empty(batch_size, device)
 
     def forward_mask(self, states):
-        names = self.forests.tree_names(states)
-        a, b = self.forests.pairs.to(states.device).unbind(-1)
-        return names[:, a] & names[:, b]
+        return self.forests.joinable(states)
 
     def step(self, states, actions):
         return self.forests.join(states, actions)
 
     def backward_mask(self, states):
-        roots = self.forests.root_clades(states)
-        return self.forests.tree_names(states) & (roots != self.forests.leaf_bits(states.device))
+        return self.forests.splittable(states)
 
     def backward_step(self, states, backward_actions):
         return self.forests.split(states, backward_actions)
