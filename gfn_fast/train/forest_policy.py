@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gfn_fast.train.envs.jc69 import NUCLEOTIDES
 from gfn_fast.train.envs.phylo import Phylogenetics
 from gfn_fast.train.policies import mlp
 
@@ -29,7 +30,7 @@ class ForestEncoder(nn.Module):
     def __init__(self, env: Phylogenetics, hidden: int, layers: int):
         super().__init__()
         self.forests = env.forests
-        sequences = nn.functional.one_hot(env.data, 4).flatten(1).float()  # [n, 4 sites]
+        sequences = nn.functional.one_hot(env.data, NUCLEOTIDES).flatten(1).float()  # [n, 4 sites]
         self.register_buffer("sequences", sequences)
         self.leaf = nn.Linear(sequences.shape[1], hidden)
         self.update = mlp(hidden, hidden, hidden, layers)
