@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv
+from gfn_fast.train.envs.phylo import Phylogenetics
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
@@ -149,7 +150,12 @@ def sample_categorical(
 
 
 def make_policy(env, hidden: int = 64, layers: int = 2, **options) -> nn.Module:
-    """The policy type that fits `env`: DiscretePolicy or GaussianMixturePolicy."""
+    """The policy type that fits `env`: DiscretePolicy, ForestPolicy (phylo) or
+    GaussianMixturePolicy."""
+    from gfn_fast.train.forest_policy import ForestPolicy  # it builds on mlp() from here
+
+    if isinstance(env, Phylogenetics):
+        return ForestPolicy(env, hidden, layers, **options)
     if isinstance(env, ContinuousEnv):
         return GaussianMixturePolicy(env, hidden, layers, **options)
     return DiscretePolicy(env, hidden, layers, **options)

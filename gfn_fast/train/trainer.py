@@ -86,6 +86,7 @@ ENV_DEFAULTS = {
     "sequences": {"steps": 500, "batch_size": 128, "lr": 1e-3, "eval_every": 50},
     "gmm": {"steps": 1000, "batch_size": 128, "lr": 1e-3, "eval_every": 100},
     "banana": {"steps": 1000, "batch_size": 128, "lr": 1e-3, "eval_every": 100},
+    "phylo": {"steps": 300, "batch_size": 64, "lr": 1e-3, "eval_every": 50},
 }
 
 

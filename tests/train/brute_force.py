@@ -14,6 +14,7 @@ TINY_ENVS = {
     "hypergrid-3d": lambda: envs.HyperGrid(ndim=3, height=2, r0=1e-3),
     "sets": lambda: envs.Sets(pool=5, size=3, seed=1),
     "sequences": lambda: envs.make("sequences", "tiny"),
+    "phylo": lambda: envs.make("phylo", "tiny"),
 }
 
 

@@ -19,6 +19,7 @@ DISCRETE_PRESETS = [
     ("sets", "small"),
     ("sets", "paper"),
     ("sequences", "paper"),
+    ("phylo", "paper"),
 ]
 
 

@@ -21,7 +21,7 @@ def _batch(name, preset=None, learn_pb=False, **options):
     return env, policy, sample_trajectories(env, policy, 32, generator=generator, **options)
 
 
-@pytest.mark.parametrize("name", ["hypergrid", "sets", "sequences"])
+@pytest.mark.parametrize("name", ["hypergrid", "sets", "sequences", "phylo"])
 def test_log_pf_from_the_sampling_pass_matches_a_recomputation(name):
     env, policy, batch = _batch(name)
     steps = batch.actions.shape[1]
@@ -51,7 +51,8 @@ def test_tempered_behaviour_is_off_policy_and_on_policy_has_none():
 
 
 @pytest.mark.parametrize(
-    "name, learn_pb", [("hypergrid", False), ("hypergrid", True), ("sets", True)]
+    "name, learn_pb",
+    [("hypergrid", False), ("hypergrid", True), ("sets", True), ("phylo", True)],
 )
 def test_padded_and_packed_layouts_give_the_same_loss_and_gradient(name, learn_pb):
     _, policy, batch = _batch(name, learn_pb=learn_pb)

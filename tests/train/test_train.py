@@ -29,8 +29,9 @@ def _comparable(curve):
         {"objective": "renyi", "epsilon": 0.1, "learn_pb": True, "layout": "packed"},
         {"objective": "tsallis", "env": "sets", "deep_set": True},
         {"objective": "forward_kl", "env": "gmm", "js_samples": 256},
+        {"objective": "tb", "env": "phylo", "preset": "tiny", "learn_pb": True},
     ],
-    ids=["tb", "renyi-offpolicy-learned-pb", "tsallis-sets", "forward-kl-gmm"],
+    ids=["tb", "renyi-offpolicy-learned-pb", "tsallis-sets", "forward-kl-gmm", "tb-phylo"],
 )
 def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, overrides):
     config = _config(**overrides)

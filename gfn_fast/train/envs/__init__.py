@@ -5,11 +5,12 @@ env = gfn_fast.train.envs.make("hypergrid", preset="torchgfn")
 
 from __future__ import annotations
 
-from gfn_fast.train.envs import banana, gmm, hypergrid, sequences, sets
+from gfn_fast.train.envs import banana, gmm, hypergrid, phylo, sequences, sets
 from gfn_fast.train.envs.banana import Banana
 from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv
 from gfn_fast.train.envs.gmm import GaussianMixture
 from gfn_fast.train.envs.hypergrid import HyperGrid
+from gfn_fast.train.envs.phylo import Phylogenetics
 from gfn_fast.train.envs.sequences import Sequences
 from gfn_fast.train.envs.sets import Sets
 
@@ -20,6 +21,7 @@ REGISTRY = {
     "sequences": (Sequences, sequences.PRESETS, "paper"),
     "gmm": (GaussianMixture, gmm.PRESETS, "paper"),
     "banana": (Banana, banana.PRESETS, "paper"),
+    "phylo": (Phylogenetics, phylo.PRESETS, "paper"),
 }
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "DiscreteEnv",
     "GaussianMixture",
     "HyperGrid",
+    "Phylogenetics",
     "Sequences",
     "Sets",
     "make",
