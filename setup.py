@@ -46,12 +46,21 @@ EMULATION_INCLUDE = [os.path.join(ROOT, "csrc/cuda/emulation/include"), os.path.
 EMULATION_FLAGS = ["-O2", STD, "-Wall", "-Wextra", "-fno-strict-aliasing", "-Wno-unknown-pragmas"]
 
 
+def _emulated_kernel_inputs() -> list[str]:
+    """What the emulated kernel objects are compiled from, beside their wrapper files."""
+    patterns = ["csrc/cuda/*.cu", "csrc/cuda/*.cuh", "csrc/cuda/*.h", "csrc/common/*.h"]
+    patterns += ["csrc/cuda/emulation/*.h", "csrc/cuda/emulation/include/*.h"]
+    return [path for pattern in patterns for path in _sources(pattern)]
+
+
 def _emulated_kernels():
     """The static library of the CUDA kernel sources compiled against the emulated runtime."""
     return (
         "gfn_fast_emulated_kernels",
         {
             "sources": _sources("csrc/cuda/emulation/kernels/*.cpp"),
+            # The wrappers include the .cu sources and the headers: rebuild when any changes.
+            "obj_deps": {"": _emulated_kernel_inputs()},
             "include_dirs": EMULATION_INCLUDE,
             "cflags": EMULATION_FLAGS
             + ["-fPIC", "-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0"],
@@ -66,6 +75,8 @@ def _emulated_extension():
         include_dirs=EMULATION_INCLUDE,
         extra_compile_args={"cxx": EMULATION_FLAGS},
         libraries=["gfn_fast_emulated_kernels"],
+        # Relink when the kernel library's inputs change.
+        depends=_emulated_kernel_inputs() + _sources("csrc/cuda/emulation/kernels/*.cpp"),
     )
 
 

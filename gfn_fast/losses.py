@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from gfn_fast import _backend, ops
-from gfn_fast._checks import (
-    accumulation_dtype,
-    check_finite,
-    check_layout_values,
-    require_same_device,
-    require_shape,
-    require_tensor,
-    segment_layout,
-)
-from gfn_fast.objectives import (
-    NORMALIZATIONS,
-    Coefficients,
-    check_arguments,
-    needs_finite_rewards,
-)
+from gfn_fast import _backend, _checks, ops
+from gfn_fast.objective import Objective
+from gfn_fast.objectives import Coefficients
 
 
 def divergence_loss(
@@ -63,7 +50,10 @@ def divergence_loss(
             are then those of the unsplit batch, and the gradient of each rank's loss is
             scaled by the world size, so that DistributedDataParallel's gradient averaging
             yields exactly the unsplit batch's gradient.
-        validate: check values (NaN, inf, ranges, -inf rewards) at the cost of host syncs.
+        validate: check values (NaN, inf, -inf rewards, index ranges, coefficient
+            overflow) at the cost of host syncs. With False, the index ranges of CPU tensors
+            are still checked (that costs nothing). Value checks never run inside
+            torch.compile.
 
     Returns:
         (loss, stats). `loss` is a 0-dim float32 (float64 for float64 inputs) tensor equal
@@ -76,68 +66,63 @@ def divergence_loss(
         batch carried no signal and the gradient is zero).
 
     Raises:
-        ValueError: an argument is of the wrong kind, shape or value; NaN or +inf in an
-            input; log_reward = -inf where the divergence is infinite; B < 2 with "loo";
-            coefficients that overflow.
+        TypeError: an argument is of the wrong type (not a tensor, not a number, not a
+            ProcessGroup).
+        ValueError: an argument of the wrong dtype, shape, device or value; NaN or +inf in
+            an input; log_reward = -inf where the divergence is infinite; B < 2 with "loo";
+            coefficients that overflow. Messages start with "divergence_loss:" and name the
+            argument.
     """
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, got {normalization!r}")
-    require_tensor("log_pf", log_pf)
-    require_tensor("log_reward", log_reward)
-    if log_reward.dim() != 1:
-        raise ValueError(
-            f"log_reward: expected a 1-D tensor [B], got shape {tuple(log_reward.shape)}"
-        )
-    per_step = lengths is not None or offsets is not None or log_pf.dim() != 1
-    batch = segment_layout("log_pf", log_pf, lengths, offsets)[0] if per_step else log_pf.shape[0]
-    require_shape("log_reward", log_reward, (batch,), "[B] from log_pf")
-    if log_pb is not None:
-        require_tensor("log_pb", log_pb)
-        require_shape("log_pb", log_pb, tuple(log_pf.shape), "like log_pf")
-    if log_behavior is not None:
-        require_tensor("log_behavior", log_behavior)
-        require_shape("log_behavior", log_behavior, (batch,), "[B]")
-    log_z = _as_log_z(log_z, log_pf)
-    require_same_device(
-        "log_pf",
-        log_pf,
+    with _checks.errors_of("divergence_loss"):
+        spec = Objective(objective, control_variate, alpha, normalization)
+    return objective_loss(
+        spec,
+        log_pf=log_pf,
         log_pb=log_pb,
         log_reward=log_reward,
-        log_behavior=log_behavior,
+        lengths=lengths,
+        offsets=offsets,
         log_z=log_z,
+        log_behavior=log_behavior,
+        process_group=process_group,
+        validate=validate,
+        caller="divergence_loss",
     )
-    paper = normalization == "paper"
-    local_k = batch if process_group is None else None  # the global K is checked later
-    check_arguments(objective, control_variate, alpha, paper, log_z, log_behavior, local_k)
-    if validate:
-        _validate_values(
+
+
+def objective_loss(
+    objective: Objective,
+    *,
+    log_pf: torch.Tensor,
+    log_pb: torch.Tensor | None = None,
+    log_reward: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    offsets: torch.Tensor | None = None,
+    log_z=None,
+    log_behavior: torch.Tensor | None = None,
+    process_group=None,
+    validate: bool = True,
+    caller: str = "divergence_loss",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`divergence_loss` for an already checked `Objective`; errors are prefixed by `caller`."""
+    with _checks.errors_of(caller):
+        inputs = _checked_inputs(
             objective,
-            alpha,
             log_pf,
             log_pb,
             log_reward,
             lengths,
             offsets,
-            log_behavior,
             log_z,
-            per_step,
+            log_behavior,
+            process_group,
+            validate,
         )
-
+    per_step, log_z = inputs
     library = _backend.kernel_library(log_pf) if per_step and process_group is None else None
     if library is not None:
         loss, coefficients = ops.divergence_from_steps(
-            library,
-            log_pf,
-            log_pb,
-            log_reward,
-            log_behavior,
-            log_z,
-            lengths,
-            offsets,
-            objective,
-            control_variate,
-            alpha,
-            paper,
+            library, log_pf, log_pb, log_reward, log_behavior, log_z, lengths, offsets, objective
         )
     else:
         s = ops.segment_sum(log_pf, lengths, offsets) if per_step else log_pf
@@ -145,20 +130,12 @@ def divergence_loss(
         if log_pb is not None:
             b = ops.segment_sum(log_pb, lengths, offsets) if per_step else log_pb
         coefficients = ops.batch_coefficients(
-            s,
-            b,
-            log_reward,
-            log_behavior,
-            log_z,
-            objective,
-            control_variate,
-            alpha,
-            paper,
-            process_group,
+            s, b, log_reward, log_behavior, log_z, objective, process_group
         )
         loss = _surrogate(coefficients, s, b, log_z, _world_size(process_group))
-    if validate:
-        _check_outputs(objective, alpha, coefficients)
+    if _checks.value_checks(validate):
+        with _checks.errors_of(caller):
+            _check_outputs(objective, coefficients)
     stats = {
         "value": coefficients.value,
         "ess": coefficients.ess,
@@ -166,6 +143,58 @@ def divergence_loss(
         "skipped": coefficients.skipped,
     }
     return loss, stats
+
+
+def _checked_inputs(
+    objective,
+    log_pf,
+    log_pb,
+    log_reward,
+    lengths,
+    offsets,
+    log_z,
+    log_behavior,
+    process_group,
+    validate,
+) -> tuple[bool, torch.Tensor | None]:
+    """Checks every input; returns (per_step, log_z as a 0-dim tensor or None)."""
+    _checks.require_tensor("log_pf", log_pf)
+    _checks.require_tensor("log_reward", log_reward)
+    if log_reward.dim() != 1:
+        raise ValueError(
+            f"log_reward: expected a 1-D tensor [B], got shape {tuple(log_reward.shape)}"
+        )
+    per_step = lengths is not None or offsets is not None or log_pf.dim() != 1
+    if per_step:
+        batch = _checks.segment_layout("log_pf", log_pf, lengths, offsets)[0]
+    else:
+        batch = log_pf.shape[0]
+    _checks.require_shape("log_reward", log_reward, (batch,), "[B] from log_pf")
+    if log_pb is not None:
+        _checks.require_tensor("log_pb", log_pb)
+        _checks.require_shape("log_pb", log_pb, tuple(log_pf.shape), "like log_pf")
+    if log_behavior is not None:
+        _checks.require_tensor("log_behavior", log_behavior)
+        _checks.require_shape("log_behavior", log_behavior, (batch,), "[B]")
+    log_z = _checks.real_scalar_tensor("log_z", log_z, log_pf)
+    _checks.require_same_device(
+        "log_pf",
+        log_pf,
+        log_pb=log_pb,
+        log_reward=log_reward,
+        log_behavior=log_behavior,
+        log_z=log_z,
+    )
+    _checks.require_process_group(process_group)
+    local_k = batch if process_group is None else None  # the global K is checked later
+    objective.check_batch(local_k, has_log_z=log_z is not None, off_policy=log_behavior is not None)
+    if per_step and _checks.index_checks(validate, log_pf):
+        _checks.check_layout_values(tuple(log_pf.shape), lengths, offsets)
+    if _checks.value_checks(validate):
+        _check_values(
+            objective, log_pf, log_pb, log_reward, lengths, offsets, log_behavior, log_z, per_step
+        )
+    return per_step, log_z
 
 
 def _world_size(process_group) -> int:
@@ -196,57 +225,37 @@ def _surrogate(coefficients: Coefficients, s, b, log_z, world_size: int = 1) -> 
     return loss
 
 
-def _as_log_z(log_z, like: torch.Tensor) -> torch.Tensor | None:
-    if log_z is None:
-        return None
-    if isinstance(log_z, (int, float)):
-        return torch.tensor(float(log_z), dtype=accumulation_dtype(like.dtype), device=like.device)
-    require_tensor("log_z", log_z)
-    if log_z.numel() != 1:
-        raise ValueError(
-            f"log_z: expected a scalar (0-dim or one element), got shape {tuple(log_z.shape)}"
-        )
-    return log_z.reshape(())
-
-
-def _validate_values(
-    objective, alpha, log_pf, log_pb, log_reward, lengths, offsets, log_behavior, log_z, per_step
+def _check_values(
+    objective, log_pf, log_pb, log_reward, lengths, offsets, log_behavior, log_z, per_step
 ) -> None:
     """The host-syncing checks of MATH.md's edge-case contract."""
-    if per_step:
-        check_layout_values(log_pf, lengths, offsets)
     with torch.no_grad():
         for name, x in (("log_pf", log_pf), ("log_pb", log_pb)):
             if x is not None:
                 total = ops.segment_sum(x, lengths, offsets) if per_step else x
-                check_finite(f"{name} (summed over each trajectory)", total)
+                _checks.check_finite(f"{name} (summed over each trajectory)", total)
         if log_behavior is not None:
-            check_finite("log_behavior", log_behavior)
+            _checks.check_finite("log_behavior", log_behavior)
         if log_z is not None:
-            check_finite("log_z", log_z)
-        check_finite("log_reward", log_reward, allow_neg_inf=True)
+            _checks.check_finite("log_z", log_z)
+        _checks.check_finite("log_reward", log_reward, allow_neg_inf=True)
         zero_rewards = int(torch.isneginf(log_reward).sum())
-        if zero_rewards and needs_finite_rewards(objective, alpha):
+        if zero_rewards and objective.needs_finite_rewards:
             raise ValueError(
                 f"log_reward: {zero_rewards} of {log_reward.numel()} trajectories have "
-                f"log_reward = -inf (zero reward), where {_describe_objective(objective, alpha)} "
-                "is infinite. "
+                f"log_reward = -inf (zero reward), where {objective.describe()} is infinite. "
                 "Clamp the log-rewards (e.g. log_reward.clamp_min(-1e3)) or use forward_kl, "
                 "or renyi/tsallis with alpha < 1."
             )
 
 
-def _describe_objective(objective: str, alpha: float) -> str:
-    return f"{objective} with alpha={alpha}" if objective in ("renyi", "tsallis") else objective
-
-
-def _check_outputs(objective, alpha, coefficients: Coefficients) -> None:
+def _check_outputs(objective: Objective, coefficients: Coefficients) -> None:
     for name in ("c", "d", "e", "value"):
         x = getattr(coefficients, name)
         if not bool(torch.isfinite(x).all()):
             raise ValueError(
-                f"alpha: the {objective} coefficients overflowed ({name} is not finite) with "
-                f"alpha={alpha}; the log-weights l = log R + log p_B - log p_F span too wide a "
-                "range for this order. Use renyi (self-normalised), an alpha closer to 1, or "
-                "clamp the log-rewards."
+                f"alpha: the {objective.name} coefficients overflowed ({name} is not finite) "
+                f"with alpha={objective.alpha}; the log-weights l = log R + log p_B - log p_F "
+                "span too wide a range for this order. Use renyi (self-normalised), an alpha "
+                "closer to 1, or clamp the log-rewards."
             )

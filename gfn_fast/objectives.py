@@ -5,7 +5,7 @@ Every objective is reduced to a detached surrogate
     L = sum_k c_k s_k + sum_k d_k b_k + e log Z
 
 over the per-trajectory sums s_k = log p_F(tau_k) and b_k = log p_B(tau_k | x_k), so that
-autograd of L is exactly the gradient estimator. This module computes (c, d, e) and the
+autograd of L is exactly the gradient objective. This module computes (c, d, e) and the
 diagnostics from detached [K] tensors. It is the oracle the native batch kernel mirrors.
 
 All arithmetic runs in float64 on [K] vectors (cheap next to the per-step work); results
@@ -22,10 +22,7 @@ from typing import NamedTuple
 import torch
 
 from gfn_fast.batch_reduce import GroupReduce, LocalReduce
-
-OBJECTIVES = ("tb", "vargrad", "reverse_kl", "forward_kl", "renyi", "tsallis")
-CONTROL_VARIATES = ("loo", "none")
-NORMALIZATIONS = ("amari", "paper")
+from gfn_fast.objective import Objective
 
 # Tsallis: |alpha| below this uses the forward-KL-limit form of d (MATH.md "Limits and
 # stability"). Renyi needs no window: its blended d (renyi_d_blend) is stable for every alpha.
@@ -50,22 +47,6 @@ class Coefficients(NamedTuple):
     ess: torch.Tensor
     log_z_hat: torch.Tensor
     skipped: torch.Tensor
-
-
-def needs_finite_rewards(objective: str, alpha: float) -> bool:
-    """Whether log_reward = -inf makes the divergence infinite (MATH.md edge cases)."""
-    if objective in ("tb", "vargrad", "reverse_kl"):
-        return True
-    if objective in ("renyi", "tsallis"):
-        return alpha >= 1.0
-    return False
-
-
-def is_self_normalised(objective: str, alpha: float, has_log_z: bool) -> bool:
-    """Estimators whose expected gradient is zero at K = 1."""
-    if objective == "tsallis":
-        return not has_log_z and alpha != 1.0
-    return objective == "forward_kl" or (objective == "renyi" and alpha != 1.0)
 
 
 def renyi_d_blend(alpha: float) -> float:
@@ -253,16 +234,13 @@ def _tsallis_log_z_grad(batch: _Batch, log_z: torch.Tensor) -> torch.Tensor:
 
 
 def coefficients(
-    objective: str,
-    control_variate: str = "loo",
+    objective: Objective,
     *,
     log_pf: torch.Tensor,
     log_pb: torch.Tensor | None,
     log_reward: torch.Tensor,
     log_behavior: torch.Tensor | None = None,
     log_z: torch.Tensor | None = None,
-    alpha: float = 0.5,
-    paper_normalization: bool = False,
     process_group=None,
 ) -> Coefficients:
     """Coefficients (c, d, e) and diagnostics of MATH.md for K trajectories.
@@ -274,19 +252,19 @@ def coefficients(
     diagnostics are the global ones).
 
     Raises:
-        ValueError: unknown objective or control variate, K < 2 with "loo", tb without
-            log_z, tb "loo" off-policy, or paper normalisation with alpha <= 0.
+        ValueError: the batch breaks one of `Objective.check_batch`'s rules.
     """
     reduce = LocalReduce() if process_group is None else GroupReduce(process_group)
     k = reduce.count(log_pf.numel())
-    check_arguments(objective, control_variate, alpha, paper_normalization, log_z, log_behavior, k)
+    objective.check_batch(k, has_log_z=log_z is not None, off_policy=log_behavior is not None)
+    name, control_variate, alpha, paper_normalization = objective.op_arguments
     out_dtype = torch.float64 if log_pf.dtype == torch.float64 else torch.float32
     batch = _Batch(log_pf, log_pb, log_reward, log_behavior, reduce, k)
     log_z64 = None if log_z is None else torch.as_tensor(log_z).detach().to(torch.float64)
 
     # Renyi and Tsallis at alpha exactly 0 or 1 are forward and reverse KL (MATH.md).
-    kind = objective
-    if objective in ("renyi", "tsallis") and alpha in (0.0, 1.0):
+    kind = name
+    if name in ("renyi", "tsallis") and alpha in (0.0, 1.0):
         kind = "forward_kl" if alpha == 0.0 else "reverse_kl"
 
     if kind == "tb":
@@ -294,7 +272,7 @@ def coefficients(
     elif kind == "vargrad":
         c, d, e, value = _vargrad(batch)
     elif kind == "reverse_kl":
-        c, d, e, value = _reverse_kl(batch, control_variate, log_z64 if objective == kind else None)
+        c, d, e, value = _reverse_kl(batch, control_variate, log_z64 if name == kind else None)
     elif kind == "forward_kl":
         c, d, e, value = _forward_kl(batch, control_variate)
     elif kind == "renyi":
@@ -303,14 +281,14 @@ def coefficients(
         ref = batch.log_z_hat if log_z64 is None else log_z64
         c, d, value = _tsallis(batch, control_variate, alpha, ref, log_z64 is None)
         e = batch.zero()
-    if objective == "tsallis" and log_z64 is not None:
+    if name == "tsallis" and log_z64 is not None:
         e = _tsallis_log_z_grad(batch, log_z64)
 
-    if paper_normalization and objective in ("renyi", "tsallis"):
+    if paper_normalization:
         c, d, value = alpha * c, alpha * d, alpha * value
 
     skipped = batch.skipped
-    if is_self_normalised(objective, alpha, log_z64 is not None) and k == 1:
+    if objective.self_normalised(has_log_z=log_z64 is not None) and k == 1:
         skipped = torch.ones_like(skipped)
     zero = torch.zeros_like(c)
     c = torch.where(skipped, zero, c)
@@ -326,40 +304,3 @@ def coefficients(
         batch.log_z_hat.to(out_dtype),
         skipped,
     )
-
-
-def check_arguments(
-    objective, control_variate, alpha, paper_normalization, log_z, log_behavior, k: int | None
-) -> None:
-    """ValueError for argument combinations MATH.md rules out (no tensor values read).
-
-    k is the batch size, or None when it is not known here (split across processes).
-    """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
-    if control_variate not in CONTROL_VARIATES:
-        raise ValueError(
-            f"control_variate: expected one of {CONTROL_VARIATES}, got {control_variate!r}"
-        )
-    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        raise ValueError(f"alpha: expected a finite real number, got {alpha!r}")
-    if paper_normalization and objective in ("renyi", "tsallis") and alpha <= 0:
-        raise ValueError(
-            f'alpha: normalization="paper" needs alpha > 0 (its objective is maximised at the '
-            f'target for alpha < 0), got alpha={alpha}; use normalization="amari"'
-        )
-    if objective == "tb":
-        if log_z is None:
-            raise ValueError("log_z: tb needs a (learned) log Z, got None")
-        if control_variate == "loo" and log_behavior is not None:
-            raise ValueError(
-                'control_variate: "loo" for tb is unbiased only on-policy, but log_behavior '
-                'was given; use control_variate="none" for off-policy tb'
-            )
-    if k == 0:
-        raise ValueError("log_pf: expected at least 1 trajectory, got K=0")
-    if control_variate == "loo" and objective != "vargrad" and k is not None and k < 2:
-        raise ValueError(
-            f"log_pf: leave-one-out needs at least 2 trajectories, got K={k}; "
-            'use control_variate="none" or a larger batch'
-        )

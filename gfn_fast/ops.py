@@ -39,6 +39,7 @@ import torch
 
 from gfn_fast import _backend, reference
 from gfn_fast._checks import accumulation_dtype
+from gfn_fast.objective import Objective
 from gfn_fast.objectives import Coefficients
 
 # ----------------------------------------------------------------------------------------
@@ -111,16 +112,7 @@ def _logprob_backward_fake(grad, logits, actions, action_mask, step_lse, lengths
 
 
 def batch_coefficients(
-    log_pf,
-    log_pb,
-    log_reward,
-    log_behavior,
-    log_z,
-    objective,
-    control_variate,
-    alpha,
-    paper,
-    process_group=None,
+    log_pf, log_pb, log_reward, log_behavior, log_z, objective: Objective, process_group=None
 ) -> Coefficients:
     """Detached (c, d, e, value, ess, log_z_hat, skipped) for per-trajectory [K] inputs.
 
@@ -133,10 +125,7 @@ def batch_coefficients(
         log_reward.detach(),
         None if log_behavior is None else log_behavior.detach(),
         None if log_z is None else log_z.detach(),
-        objective,
-        control_variate,
-        float(alpha),
-        bool(paper),
+        *objective.op_arguments,
     )
     library = None if process_group is not None else _backend.kernel_library(log_pf)
     if library is not None:
@@ -178,10 +167,7 @@ def divergence_from_steps(
     log_z,
     lengths,
     offsets,
-    objective,
-    control_variate,
-    alpha,
-    paper,
+    objective: Objective,
 ) -> tuple[torch.Tensor, Coefficients]:
     """(loss, coefficients) from per-step log-probabilities, through the fused op of `library`
     (a torch.ops library from `_backend.kernel_library`).
@@ -196,10 +182,7 @@ def divergence_from_steps(
         log_z,
         lengths,
         offsets,
-        objective,
-        control_variate,
-        float(alpha),
-        bool(paper),
+        *objective.op_arguments,
     )
     # Only `value` carries autograd; the other outputs are non-differentiable already.
     c, d, e, value, ess, log_z_hat, skipped = out

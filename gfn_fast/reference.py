@@ -12,6 +12,7 @@ import torch
 
 from gfn_fast import objectives
 from gfn_fast._checks import accumulation_dtype
+from gfn_fast.objective import Objective
 
 
 def segment_positions(
@@ -102,16 +103,14 @@ def batch_coefficients(
     paper_normalization: bool,
     process_group=None,
 ) -> objectives.Coefficients:
-    """The detached batch step of MATH.md on per-trajectory [K] tensors."""
+    """The detached batch step of MATH.md on per-trajectory [K] tensors (the op's arguments)."""
+    spec = Objective(objective, control_variate, alpha, "paper" if paper_normalization else "amari")
     return objectives.coefficients(
-        objective,
-        control_variate,
+        spec,
         log_pf=log_pf,
         log_pb=log_pb,
         log_reward=log_reward,
         log_behavior=log_behavior,
         log_z=log_z,
-        alpha=alpha,
-        paper_normalization=paper_normalization,
         process_group=process_group,
     )

@@ -105,7 +105,7 @@ def test_cuda_emulated_routes_every_op_through_the_emulated_kernels():
         gf.logprob_from_logits(logits, actions, lengths=lengths).sum().backward()
         gf.segment_logprob(log_pf, lengths=lengths).sum().backward()
         gf.ops.batch_coefficients(
-            torch.randn(6), None, torch.randn(6), None, None, "forward_kl", "loo", 0.5, False
+            torch.randn(6), None, torch.randn(6), None, None, gf.Objective("forward_kl")
         )
     finally:
         gf.use_backend(None)

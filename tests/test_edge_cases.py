@@ -10,6 +10,7 @@ import torch
 
 import gfn_fast as gf
 from gfn_fast import objectives
+from gfn_fast.objective import Objective
 from tests.test_formulas import math_md_coefficients
 
 F64 = torch.float64
@@ -221,7 +222,11 @@ def test_alpha_exactly_0_and_1_dispatch_to_kl(objective):
 
 def coefficient(objective, alpha, s, b, r, cv="loo", log_behavior=None):
     out = objectives.coefficients(
-        objective, cv, log_pf=s, log_pb=b, log_reward=r, alpha=alpha, log_behavior=log_behavior
+        Objective(objective, cv, alpha),
+        log_pf=s,
+        log_pb=b,
+        log_reward=r,
+        log_behavior=log_behavior,
     )
     return out.c, out.d, out.value
 

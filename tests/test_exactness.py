@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gfn_fast import objectives
+from gfn_fast.objective import Objective
 from tests.toy_hypergrid import F64, ToyHypergrid, all_batches
 
 TB_LOG_Z = 0.3
@@ -38,14 +39,12 @@ def expected_gradient(toy, jacobians, objective, cv, k, alpha=0.5, off_policy=Fa
 
     def coefficients(s, b, r, q):
         out = objectives.coefficients(
-            objective,
-            cv,
+            Objective(objective, cv, alpha),
             log_pf=s,
             log_pb=b,
             log_reward=r,
             log_behavior=q,
             log_z=log_z,
-            alpha=alpha,
         )
         return out.c, out.d, out.e
 
@@ -188,7 +187,9 @@ def test_renyi_loo_matches_paper_eq7_up_to_factor(toy, jacobians):
     s = log_pf[:k]
     b = toy.log_pb().detach()[:k]
     r = toy.log_reward[:k]
-    out = objectives.coefficients("renyi", "loo", log_pf=s, log_pb=b, log_reward=r, alpha=alpha)
+    out = objectives.coefficients(
+        Objective("renyi", "loo", alpha), log_pf=s, log_pb=b, log_reward=r
+    )
     w = torch.softmax((1 - alpha) * (r + b - s), 0)
     # Eq. 7: each trajectory's weight against the mean of the others' weights.
     eq7 = (w - (w.sum() - w) / (k - 1)) / (alpha - 1)
@@ -224,7 +225,7 @@ def _renyi_d(alpha, beta):
 def _ours(alpha):
     def d(s, b, r):
         return objectives.coefficients(
-            "renyi", "loo", log_pf=s, log_pb=b, log_reward=r, alpha=alpha
+            Objective("renyi", "loo", alpha), log_pf=s, log_pb=b, log_reward=r
         ).d
 
     return d

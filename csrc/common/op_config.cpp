@@ -44,4 +44,18 @@ batch::Config make_config(const std::string& objective, const std::string& contr
   return config;
 }
 
+void check_batch(const batch::Config& config, int64_t k, bool has_log_z, bool off_policy,
+                 const char* op) {
+  const bool loo = config.control_variate == batch::ControlVariate::kLoo;
+  if (config.objective == batch::Objective::kTb) {
+    TORCH_CHECK_VALUE(has_log_z, op, ": log_z: tb needs a (learned) log Z, got None");
+    TORCH_CHECK_VALUE(!(loo && off_policy), op,
+                      ": control_variate: \"loo\" for tb is unbiased only on-policy, but the "
+                      "batch is off-policy (log_behavior given); use control_variate=\"none\"");
+  }
+  TORCH_CHECK_VALUE(k >= 1, op, ": log_pf: expected at least 1 trajectory, got K=0");
+  TORCH_CHECK_VALUE(!(loo && config.objective != batch::Objective::kVargrad && k < 2), op,
+                    ": log_pf: leave-one-out needs at least 2 trajectories, got K=", k);
+}
+
 }  // namespace gfn_fast

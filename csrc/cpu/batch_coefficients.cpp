@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include <cmath>
+#include <limits>
 
 #include "batch_step_cpu.h"
 
@@ -18,6 +19,21 @@ at::Tensor as_double_vector(const at::Tensor& t, int64_t k, const char* name) {
   TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == k, name, ": expected shape [K] = [", k,
                     "], got ", t.sizes());
   return t.to(at::kDouble).contiguous();
+}
+
+// A 0-dim output of dtype out_dtype holding x rounded to it: beyond the float range it is
+// +-inf, as the CUDA kernels store it (at::scalar_tensor would raise instead), so that the
+// caller's overflow check sees the same value on every device.
+at::Tensor scalar_output(double x, const at::TensorOptions& options) {
+  at::Tensor out = at::empty({}, options);
+  if (options.dtype() == at::kDouble) {
+    *out.data_ptr<double>() = x;
+  } else {
+    const double limit = std::numeric_limits<float>::max();
+    *out.data_ptr<float>() = std::fabs(x) > limit ? static_cast<float>(std::copysign(INFINITY, x))
+                                                  : static_cast<float>(x);
+  }
+  return out;
 }
 
 template <class OutT>
@@ -40,12 +56,9 @@ BatchResult batch_step_tensors(const at::Tensor& s, const c10::optional<at::Tens
                                const at::Tensor& log_reward,
                                const c10::optional<at::Tensor>& log_behavior,
                                const c10::optional<at::Tensor>& log_z, const batch::Config& config,
-                               at::ScalarType out_dtype) {
+                               at::ScalarType out_dtype, const char* op) {
   const int64_t k = s.numel();
-  TORCH_CHECK_VALUE(k >= 1, "log_pf: expected at least 1 trajectory, got K=0");
-  const bool loo = config.control_variate == batch::ControlVariate::kLoo;
-  TORCH_CHECK_VALUE(!(loo && config.objective != batch::Objective::kVargrad && k < 2),
-                    "log_pf: leave-one-out needs at least 2 trajectories, got K=", k);
+  check_batch(config, k, log_z.has_value(), log_behavior.has_value(), op);
   const at::Tensor r = as_double_vector(log_reward, k, "log_reward");
   at::Tensor q;
   if (log_behavior.has_value()) q = as_double_vector(*log_behavior, k, "log_behavior");
@@ -63,11 +76,6 @@ BatchResult batch_step_tensors(const at::Tensor& s, const c10::optional<at::Tens
     in.has_log_z = true;
     in.log_z = log_z->detach().to(at::kDouble).item<double>();
   }
-  TORCH_CHECK_VALUE(config.objective != batch::Objective::kTb || in.has_log_z,
-                    "log_z: tb needs a (learned) log Z, got None");
-  TORCH_CHECK_VALUE(!(config.objective == batch::Objective::kTb && loo && q.defined()),
-                    "control_variate: \"loo\" for tb is unbiased only on-policy, but "
-                    "log_behavior was given; use control_variate=\"none\"");
   // Uninitialised: the step writes every scratch entry before reading it.
   at::Tensor scratch = at::empty({batch::kScratchPerK * k}, s.options().dtype(at::kDouble));
   in.scratch = scratch.data_ptr<double>();
@@ -84,10 +92,10 @@ BatchResult batch_step_tensors(const at::Tensor& s, const c10::optional<at::Tens
   }
   return {c,
           d,
-          at::scalar_tensor(scalars.e, options),
-          at::scalar_tensor(scalars.value, options),
-          at::scalar_tensor(scalars.ess, options),
-          at::scalar_tensor(scalars.log_z_hat, options),
+          scalar_output(scalars.e, options),
+          scalar_output(scalars.value, options),
+          scalar_output(scalars.ess, options),
+          scalar_output(scalars.log_z_hat, options),
           at::scalar_tensor(scalars.skipped, s.options().dtype(at::kBool))};
 }
 
@@ -111,7 +119,7 @@ BatchResult batch_coefficients(const at::Tensor& log_pf, const c10::optional<at:
   const at::Tensor s = as_double_vector(log_pf, k, "log_pf");
   const auto out_dtype = accumulation_type(log_pf.scalar_type());
   return batch_step_tensors(s, optional_double(log_pb, k, "log_pb"), log_reward, log_behavior,
-                            log_z, config, out_dtype);
+                            log_z, config, out_dtype, "batch_coefficients");
 }
 
 }  // namespace

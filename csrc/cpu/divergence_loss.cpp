@@ -64,7 +64,8 @@ BatchResult divergence_loss_fused(
   const at::Tensor b = pb.defined() ? trajectory_sums(pb, layout) : at::Tensor();
   const auto out_dtype = accumulation_type(pf.scalar_type());
   return batch_step_tensors(s, pb.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt,
-                            log_reward, log_behavior, log_z, config, out_dtype);
+                            log_reward, log_behavior, log_z, config, out_dtype,
+                            "divergence_loss_fused");
 }
 
 // pb_dtype None: step_log_pb was None, and the second output is an empty tensor.

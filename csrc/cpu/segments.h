@@ -9,6 +9,11 @@
 //
 // Every step position belongs to exactly one owned region, so a parallel loop over
 // segments writes every output element exactly once, without races. Padding is never read.
+//
+// Index values are not checked here (the public functions validate them, gfn_fast/_checks.py):
+// like the CUDA kernels, the layout clamps them so that nothing is read or written out of
+// bounds. Lengths are clamped to [0, T]; offsets to [0, N] and made non-decreasing (a running
+// maximum), which keeps the owned regions disjoint. Results for invalid values are unspecified.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -36,20 +41,17 @@ class SegmentLayout {
       TORCH_CHECK_VALUE(steps_shape.size() == 1, name,
                         ": with offsets (packed layout) expected per-step shape [N], got ",
                         steps_shape);
-      const auto off = index_vector(*offsets, "offsets");
+      auto off = index_vector(*offsets, "offsets");
       TORCH_CHECK_VALUE(off.size() >= 1, "offsets: expected a 1-D tensor [B + 1], got ",
                         offsets->sizes());
       layout.total_ = steps_shape[0];
       layout.batch_ = static_cast<int64_t>(off.size()) - 1;
-      TORCH_CHECK_VALUE(off.front() >= 0 && off.back() <= layout.total_,
-                        "offsets: expected offsets[0] >= 0 and offsets[-1] <= N=", layout.total_,
-                        ", got offsets[0]=", off.front(), " and offsets[-1]=", off.back());
-      for (int64_t b = 0; b < layout.batch_; ++b) {
-        TORCH_CHECK_VALUE(off[b + 1] >= off[b],
-                          "offsets: expected a non-decreasing sequence, got offsets[", b,
-                          "]=", off[b], " > offsets[", b + 1, "]=", off[b + 1]);
+      int64_t floor = 0;
+      for (int64_t& o : off) {
+        o = std::min(std::max(o, floor), layout.total_);
+        floor = o;
       }
-      layout.begin_ = off;  // B + 1 entries: begin(b) = off[b], end(b) = off[b + 1]
+      layout.begin_ = std::move(off);  // B + 1 entries: begin(b) = off[b], end(b) = off[b + 1]
       layout.packed_ = true;
       return layout;
     }
@@ -64,10 +66,7 @@ class SegmentLayout {
                         "lengths: expected shape [B] = [", layout.batch_, "], got ",
                         lengths->sizes());
       auto len = index_vector(*lengths, "lengths");
-      for (int64_t b = 0; b < layout.batch_; ++b) {
-        TORCH_CHECK_VALUE(len[b] >= 0 && len[b] <= layout.row_, "lengths: expected values in [0, T=",
-                          layout.row_, "], got lengths[", b, "]=", len[b]);
-      }
+      for (int64_t& l : len) l = std::min(std::max<int64_t>(l, 0), layout.row_);
       layout.begin_ = std::move(len);  // lengths
       layout.has_lengths_ = true;
     }

@@ -332,16 +332,7 @@ BatchTensors prepare_batch(const Args<Device>& args, int64_t k, const at::Tensor
                            bool paper_normalization) {
   const batch::Config config = make_config(std::string(objective), std::string(control_variate),
                                            alpha, paper_normalization);
-  TORCH_CHECK_VALUE(k >= 1, args.op(), ": log_pf: expected at least 1 trajectory, got K=0");
-  const bool loo = config.control_variate == batch::ControlVariate::kLoo;
-  TORCH_CHECK_VALUE(!(loo && config.objective != batch::Objective::kVargrad && k < 2), args.op(),
-                    ": log_pf: leave-one-out needs at least 2 trajectories, got K=", k);
-  TORCH_CHECK_VALUE(config.objective != batch::Objective::kTb || log_z.has_value(), args.op(),
-                    ": log_z: tb needs a (learned) log Z, got None");
-  TORCH_CHECK_VALUE(
-      !(config.objective == batch::Objective::kTb && loo && log_behavior.has_value()), args.op(),
-      ": control_variate: \"loo\" for tb is unbiased only on-policy, but log_behavior was "
-      "given; use control_variate=\"none\"");
+  check_batch(config, k, log_z.has_value(), log_behavior.has_value(), args.op());
   args.floating(log_reward, "log_reward");
   args.same_device(log_reward, like, "log_reward");
   args.one_dim(log_reward, k, "log_reward");

@@ -36,12 +36,9 @@ except ImportError as error:  # pragma: no cover - exercised only without torchg
         "(or pip install torchgfn==2.4.1)."
     ) from error
 
-from gfn_fast.losses import divergence_loss
-from gfn_fast.objectives import OBJECTIVES
-
-# Objectives that can learn log Z through `log_z` (MATH.md: tb requires it, tsallis uses
-# it as its reference and gives it an unbiased gradient).
-LEARNED_LOG_Z_OBJECTIVES = ("tb", "tsallis")
+from gfn_fast import _checks
+from gfn_fast.losses import objective_loss
+from gfn_fast.objective import LEARNED_LOG_Z, Objective
 
 
 class TrajectoryBatch(NamedTuple):
@@ -160,7 +157,8 @@ class DivergenceGFlowNet(TrajectoryBasedGFlowNet):
         pf, pb: torchgfn policy estimators; pb=None needs constant_pb=True (p_B = 1).
         objective: one of gfn_fast.OBJECTIVES ("tb", "vargrad", "reverse_kl",
             "forward_kl", "renyi", "tsallis").
-        alpha, control_variate, normalization, validate: as in `divergence_loss`.
+        alpha, control_variate, normalization, process_group, validate: as in
+            `divergence_loss`.
         learn_log_z: learn log Z as the parameter `logZ` (torchgfn's name, so
             `logz_parameters()` finds it). Default: True for "tb", which requires it;
             allowed only for "tb" and "tsallis".
@@ -186,30 +184,29 @@ class DivergenceGFlowNet(TrajectoryBasedGFlowNet):
         off_policy: bool = False,
         constant_pb: bool = False,
         log_reward_clip_min: float = -math.inf,
+        process_group=None,
         validate: bool = True,
         debug: bool = False,
     ):
         super().__init__(
             pf, pb, constant_pb=constant_pb, log_reward_clip_min=log_reward_clip_min, debug=debug
         )
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
-        if learn_log_z is None:
-            learn_log_z = objective == "tb"
-        if objective == "tb" and not learn_log_z:
-            raise ValueError("learn_log_z: tb needs a learned log Z, got learn_log_z=False")
-        if learn_log_z and objective not in LEARNED_LOG_Z_OBJECTIVES:
-            raise ValueError(
-                f"learn_log_z: only {LEARNED_LOG_Z_OBJECTIVES} learn log Z, got objective "
-                f"{objective!r}"
-            )
-        self.objective = objective
-        self.alpha = alpha
-        self.control_variate = control_variate
-        self.normalization = normalization
+        with _checks.errors_of("DivergenceGFlowNet"):
+            self.spec = Objective(objective, control_variate, alpha, normalization)
+            if learn_log_z is None:
+                learn_log_z = objective == "tb"
+            if objective == "tb" and not learn_log_z:
+                raise ValueError("learn_log_z: tb needs a learned log Z, got learn_log_z=False")
+            if learn_log_z and objective not in LEARNED_LOG_Z:
+                raise ValueError(
+                    f"learn_log_z: only {LEARNED_LOG_Z} learn log Z, got objective {objective!r}"
+                )
+            init = _checks.real_scalar_tensor("init_log_z", init_log_z, torch.zeros(()))
+            _checks.require_process_group(process_group)
         self.off_policy = off_policy
+        self.process_group = process_group
         self.validate = validate
-        self.logZ = torch.nn.Parameter(torch.tensor(float(init_log_z))) if learn_log_z else None
+        self.logZ = torch.nn.Parameter(init.float()) if learn_log_z else None
         self.last_stats: dict[str, torch.Tensor] = {}
 
     def loss(
@@ -250,13 +247,12 @@ class DivergenceGFlowNet(TrajectoryBasedGFlowNet):
             log_rewards=log_rewards,
             log_reward_clip_min=self.log_reward_clip_min,
         )
-        loss, self.last_stats = divergence_loss(
-            self.objective,
+        loss, self.last_stats = objective_loss(
+            self.spec,
             **batch.loss_inputs(),
-            alpha=self.alpha,
-            control_variate=self.control_variate,
             log_z=self.logZ,
-            normalization=self.normalization,
+            process_group=self.process_group,
             validate=self.validate,
+            caller="DivergenceGFlowNet",
         )
         return loss

@@ -8,7 +8,6 @@ reference, on the same device, is the oracle.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import pytest
@@ -80,28 +79,6 @@ def device(request) -> Device:
         yield Device(name, "cuda" if name == "cuda" else "cpu", library)
     finally:
         gf.use_backend(None)
-
-
-@contextlib.contextmanager
-def reference_backend():
-    """Route gfn_fast's ops to the pure-PyTorch reference inside the block."""
-    previous = gf.backend()
-    gf.use_backend("reference")
-    try:
-        yield
-    finally:
-        gf.use_backend(previous)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run the block on one intra-op thread (for thread-count independence checks)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)

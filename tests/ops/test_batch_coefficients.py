@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from gfn_fast import objectives
+from gfn_fast.objective import CONTROL_VARIATES, OBJECTIVES, Objective
+from tests.helpers import one_thread
 from tests.ops.cases import CASES, batch_inputs
-from tests.ops.conftest import one_thread
 
 ALPHAS = (-2.0, -1e-7, -1e-9, 0.0, 1e-9, 1e-7, 0.3, 0.5, 1 - 1e-7, 1 - 1e-10, 1.0, 1 + 1e-7, 2.0)
 
@@ -41,7 +42,7 @@ def batch(device, kind: str, k: int, off_policy: bool, seed: int = 0):
 
 
 def settings(objective: str):
-    """(alpha, paper, log_z) combinations that check_arguments accepts."""
+    """(alpha, paper, log_z) combinations that Objective accepts."""
     family = objective in ("renyi", "tsallis")
     for alpha in ALPHAS if family else (0.5,):
         for paper in (False, True) if family and alpha > 0 else (False,):
@@ -58,17 +59,8 @@ def settings(objective: str):
 def reference(args):
     """objectives.coefficients for batch_coefficients' positional arguments."""
     s, b, r, q, lz, objective, cv, alpha, paper = args
-    return objectives.coefficients(
-        objective,
-        cv,
-        log_pf=s,
-        log_pb=b,
-        log_reward=r,
-        log_behavior=q,
-        log_z=lz,
-        alpha=alpha,
-        paper_normalization=paper,
-    )
+    spec = Objective(objective, cv, alpha, "paper" if paper else "amari")
+    return objectives.coefficients(spec, log_pf=s, log_pb=b, log_reward=r, log_behavior=q, log_z=lz)
 
 
 def assert_mirrors(actual, expected, label, rtol):
@@ -93,21 +85,22 @@ def log_z_tensor(device, log_z, dtype=torch.float64):
     return None if log_z is None else torch.tensor(log_z, dtype=dtype, device=device.torch_device)
 
 
-@pytest.mark.parametrize("objective", objectives.OBJECTIVES)
-@pytest.mark.parametrize("cv", objectives.CONTROL_VARIATES)
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("cv", CONTROL_VARIATES)
 @pytest.mark.parametrize("off_policy", [False, True], ids=["on", "off"])
 def test_mirrors_objectives(device, objective, cv, off_policy):
     """float64 to 1e-12 (both sides do the same double math in another order); float32
     inputs give the same double math with outputs rounded to float32."""
     if objective == "tb" and cv == "loo" and off_policy:
-        pytest.skip("tb loo is on-policy only (ValueError in check_arguments)")
+        pytest.skip("tb loo is on-policy only (ValueError in Objective)")
     op = device.op("batch_coefficients")
     for kind in ("normal", "wide", "neg_inf", "all_neg_inf", "pair"):
         k = 2 if kind == "pair" else 24
         s, b, r, q = batch(device, kind, k, off_policy)
         for alpha, paper, log_z in settings(objective):
-            if kind in ("neg_inf", "all_neg_inf") and objectives.needs_finite_rewards(
-                objective, alpha
+            if (
+                kind in ("neg_inf", "all_neg_inf")
+                and Objective(objective, cv, alpha).needs_finite_rewards
             ):
                 continue
             args = (s, b, r, q, log_z_tensor(device, log_z), objective, cv, alpha, paper)

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gfn_fast as gf
+from tests.helpers import one_thread, reference_backend
 from tests.ops.cases import CASES, outside_mask, step_batch
-from tests.ops.conftest import FLOAT_DTYPES, INDEX_DTYPES, one_thread, reference_backend
+from tests.ops.conftest import FLOAT_DTYPES, INDEX_DTYPES
 
 
 def loss_and_grads(

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 import gfn_fast as gf
 from gfn_fast import reference
+from tests.helpers import one_thread
 from tests.ops.cases import logits_batch, outside_mask
-from tests.ops.conftest import FLOAT_DTYPES, INDEX_DTYPES, assert_close, one_thread
+from tests.ops.conftest import FLOAT_DTYPES, INDEX_DTYPES, assert_close
 
 LOW_PRECISION_GRAD = {"rtol": 2e-2, "atol": 1e-2}
 

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 import gfn_fast as gf
 from gfn_fast import reference
+from tests.helpers import one_thread
 from tests.ops.cases import layout_case, outside_mask, packed, padded
-from tests.ops.conftest import FLOAT_DTYPES, INDEX_DTYPES, assert_close, one_thread
+from tests.ops.conftest import FLOAT_DTYPES, INDEX_DTYPES, assert_close
 
 
 def check_segment_sum(device, values, lengths, offsets, dtype, scale=10.0):

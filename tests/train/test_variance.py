@@ -14,7 +14,7 @@ from gfn_fast.train import envs, variance
 from gfn_fast.train.cli import main
 from gfn_fast.train.policies import make_policy
 from gfn_fast.train.trainer import TrainConfig
-from tests.native_cpu_helpers import one_thread
+from tests.helpers import one_thread
 from tests.train.brute_force import trajectories
 
 
