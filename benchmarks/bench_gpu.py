@@ -6,7 +6,7 @@
 Benchmarks (forward + backward each; CUDA events, warm-up, median of >= 20 runs):
 - fused divergence loss, renyi alpha=0.5 "loo", per-step fp32 log p_F and log p_B, padded:
   B=65536, T=256 and B=256, T=32;
-- logprob_from_logits, B*T = 2^20 steps, A = 256, bf16 logits.
+- logprob_from_logits, B=4096, T=128, A=512, bf16 logits.
 Each runs as "native" (the CUDA kernels), "eager" (the pure-PyTorch reference) and
 "compiled" (torch.compile of the reference). Achieved GB/s are compared with a measured
 device-to-device copy of the same number of bytes; peak extra memory is recorded; kernel
@@ -19,6 +19,7 @@ The JSON follows DESIGN.md's results shape, plus "cuda", "gpu", "launches" and "
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -171,9 +173,7 @@ def loss_case(batch: int, steps: int, device: str, seed: int = 0):
     return loss_fn, step, nbytes
 
 
-def logprob_case(steps_total: int, num_actions: int, device: str, dtype, seed: int = 0):
-    steps = 32
-    batch = max(steps_total // steps, 1)
+def logprob_case(batch: int, steps: int, num_actions: int, device: str, dtype, seed: int = 0):
     g = torch.Generator(device=device).manual_seed(seed)
     logits = torch.randn(batch, steps, num_actions, generator=g, device=device).to(dtype)
     actions = torch.randint(0, num_actions, (batch, steps), generator=g, device=device)
@@ -193,6 +193,41 @@ def logprob_case(steps_total: int, num_actions: int, device: str, dtype, seed: i
     # Forward reads the logits, backward reads them again and writes the gradient.
     nbytes = 3 * batch * steps * num_actions * logits.element_size()
     return logprob_fn, step, nbytes
+
+
+@dataclass(frozen=True)
+class GpuCase:
+    """One benchmark: name, shape and dtype for the results, and make(device) -> (fn, step,
+    bytes the op must move)."""
+
+    name: str
+    shape: dict
+    dtype: str
+    make: Callable[[str], tuple]
+
+
+def gpu_cases(dry: bool) -> list[GpuCase]:
+    """The benchmark's shapes (tiny ones for a dry run); benchmarks/gpu_model.py models them."""
+    loss_shapes = [(8, 16), (4, 8)] if dry else [(65536, 256), (256, 32)]
+    batch, steps, num_actions = (8, 32, 16) if dry else (4096, 128, 512)
+    cases = [
+        GpuCase(
+            f"fused_loss_renyi_loo_B{b}_T{t}",
+            {"B": b, "T": t, "alpha": 0.5, "control_variate": "loo"},
+            "float32",
+            functools.partial(loss_case, b, t),
+        )
+        for b, t in loss_shapes
+    ]
+    cases.append(
+        GpuCase(
+            f"logprob_from_logits_B{batch}_T{steps}_A{num_actions}",
+            {"B": batch, "T": steps, "A": num_actions},
+            "bfloat16",
+            lambda device: logprob_case(batch, steps, num_actions, device, torch.bfloat16),
+        )
+    )
+    return cases
 
 
 def run_bench(
@@ -274,19 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     launches: dict = {}
     copies: dict = {}
 
-    loss_shapes = [(8, 16), (4, 8)] if dry else [(65536, 256), (256, 32)]
-    steps_total, num_actions = (256, 16) if dry else (1 << 20, 256)
-    big, small = (f"fused_loss_renyi_loo_B{b}_T{t}" for b, t in loss_shapes)
-    lp_name = f"logprob_from_logits_N{steps_total}_A{num_actions}"
+    cases = gpu_cases(dry)
+    big, small, lp = (case.name for case in cases)
     wanted = [
         (f"{big}/native_copy_fraction", ">=", 0.8),
         (f"{big}/native_vs_eager", ">=", 5.0),
         (f"{big}/native_vs_compiled", ">=", 1.5),
         (f"{small}/native_vs_eager", ">=", 5.0),
-        (f"{lp_name}/native_vs_eager", ">=", 2.0),
-        (f"{lp_name}/native_vs_compiled", ">=", 1.3),
-        (f"{lp_name}/native_copy_fraction", ">=", 0.6),
-        (f"{lp_name}/peak_mem_native_over_eager", "<=", 1 / 3),
+        (f"{lp}/native_vs_eager", ">=", 2.0),
+        (f"{lp}/native_vs_compiled", ">=", 1.3),
+        (f"{lp}/native_copy_fraction", ">=", 0.6),
+        (f"{lp}/peak_mem_native_over_eager", "<=", 1 / 3),
     ]
     results_by_bench: dict[str, dict] = {}
 
@@ -327,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             "commit": _commit(),
             "threads": torch.get_num_threads(),
             "dry_run": dry,
-            "complete": len(results_by_bench) == len(loss_shapes) + 1,
+            "complete": len(results_by_bench) == len(cases),
             "rows": rows,
             "ratios": ratios,
             "copy_gbps": {k: round(v, 2) for k, v in copies.items()},
@@ -339,17 +372,15 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(result, f, indent=2)
         return result
 
-    for batch, steps in loss_shapes:
-        fn, step, nbytes = loss_case(batch, steps, device)
-        name = f"fused_loss_renyi_loo_B{batch}_T{steps}"
+    for case in cases:
+        fn, step, nbytes = case.make(device)
         copy = copy_gbps(timer, nbytes, device)
-        copies[name] = copy
-        log(f"{name}: copy of {nbytes / 1e6:.1f} MB at {copy:.1f} GB/s")
-        shape = {"B": batch, "T": steps, "alpha": 0.5, "control_variate": "loo"}
-        results_by_bench[name] = run_bench(
-            name,
-            shape,
-            "float32",
+        copies[case.name] = copy
+        log(f"{case.name}: copy of {nbytes / 1e6:.1f} MB at {copy:.1f} GB/s")
+        results_by_bench[case.name] = run_bench(
+            case.name,
+            case.shape,
+            case.dtype,
             fn,
             step,
             nbytes,
@@ -362,28 +393,6 @@ def main(argv: list[str] | None = None) -> int:
             log,
         )
         write_results()
-
-    dtype = torch.bfloat16
-    fn, step, nbytes = logprob_case(steps_total, num_actions, device, dtype)
-    copy = copy_gbps(timer, nbytes, device)
-    copies[lp_name] = copy
-    log(f"{lp_name}: copy of {nbytes / 1e6:.1f} MB at {copy:.1f} GB/s")
-    shape = {"N": steps_total, "A": num_actions, "T": 32}
-    results_by_bench[lp_name] = run_bench(
-        lp_name,
-        shape,
-        "bfloat16",
-        fn,
-        step,
-        nbytes,
-        timer,
-        device,
-        impls,
-        rows,
-        launches,
-        copy,
-        log,
-    )
 
     targets = write_results()["targets"]
     for key, target in targets.items():

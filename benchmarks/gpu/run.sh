@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The whole GPU check in one call, for the H200 machine (torch with CUDA 13, nvcc, ninja;
-# no downloads): build the extension, run the CUDA tests, run the GPU benchmark.
+# no downloads): build the extension, run the op suite on the GPU (tests/ops, the tests of
+# its `cuda` device), a short pass of it under compute-sanitizer (memcheck, racecheck,
+# synccheck), then the GPU benchmark.
 #
 #   benchmarks/gpu/run.sh OUTDIR
 #
 # Writes OUTDIR/log.txt (everything), OUTDIR/build.log, OUTDIR/junit.xml (tests) and
-# OUTDIR/results.json (DESIGN.md's results shape; copy it to benchmarks/results/h200.json).
+# OUTDIR/sanitizer.log and OUTDIR/results.json (the benchmark, in the results shape of
+# benchmarks/results/; copy it to benchmarks/results/h200.json).
 # Finishes within about 8 minutes: every phase has a timeout taken from one budget
 # (GFN_FAST_GPU_BUDGET_S, default 470 s). Set GFN_FAST_COMMIT when the tree has no .git.
 # Exit status: 0 when the build and the tests passed and the benchmark wrote its results.
@@ -61,11 +64,11 @@ else
   exit 1
 fi
 
-# 2. The CUDA tests (those carrying the `cuda` marker; the slow ones deselected).
+# 2. The op suite on the GPU: the tests of tests/ops whose device is `cuda` (marker `cuda`).
 say "tests ($(left)s left)"
-if $PY -c "import pytest" 2>/dev/null; then
-  timeout "$(tmo 150)" $PY -m pytest -q -p no:cacheprovider -m "cuda or not slow" \
-    --junitxml="$OUT/junit.xml" --durations=10 -rs tests/test_ops_cuda.py
+if $PY -c "import pytest, hypothesis" 2>/dev/null; then
+  timeout "$(tmo 260)" $PY -m pytest -q -p no:cacheprovider -m "cuda and not slow" \
+    --junitxml="$OUT/junit.xml" --durations=10 -rs tests/ops
   rc=$?
   if [ $rc != 0 ]; then
     status=1
@@ -74,11 +77,30 @@ if $PY -c "import pytest" 2>/dev/null; then
     say "tests passed"
   fi
 else
-  say "pytest is not installed here: tests NOT run"
+  say "pytest or hypothesis is not installed here: tests NOT run"
   status=1
 fi
 
-# 3. The benchmark (writes results.json after each benchmark, so a timeout keeps the rest).
+# 3. compute-sanitizer over a few tests of each op: out-of-bounds and misaligned accesses,
+# shared-memory races and barrier misuse on the real hardware.
+say "compute-sanitizer ($(left)s left)"
+if command -v compute-sanitizer >/dev/null 2>&1; then
+  selection="test_parity and float32 or test_cases_over_many_blocks and renyi and float32"
+  for tool in memcheck racecheck synccheck; do
+    timeout "$(tmo 200)" compute-sanitizer --tool "$tool" --error-exitcode 99 \
+      $PY -m pytest -q -x -p no:cacheprovider -m "cuda" -k "$selection" \
+      tests/ops/test_segment_sum.py tests/ops/test_batch_coefficients.py \
+      >>"$OUT/sanitizer.log" 2>&1
+    rc=$?
+    say "compute-sanitizer $tool: exit $rc (0 = clean, 99 = errors found, 124 = timed out)"
+    [ $rc = 0 ] || [ $rc = 124 ] || status=1
+  done
+  tail -n 20 "$OUT/sanitizer.log"
+else
+  say "compute-sanitizer not found: skipped"
+fi
+
+# 4. The benchmark (writes results.json after each benchmark, so a timeout keeps the rest).
 say "benchmark ($(left)s left)"
 bench_args=()
 if [ "$(left)" -lt 150 ]; then

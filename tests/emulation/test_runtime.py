@@ -37,6 +37,10 @@ def test_block_sum_with_barrier_is_exact():
     # Reads of the input and one 4-byte store; locals and shared memory do not count.
     assert result["bytes_read"] == 4 * len(values)
     assert result["bytes_written"] == 4
+    # The 32-byte sectors they touch: the input's (one more where it starts mid-sector), one.
+    assert 4 * len(values) <= result["sector_bytes_read"] <= 4 * len(values) + 64
+    assert result["sector_bytes_read"] % 32 == 0
+    assert result["sector_bytes_written"] == 32
 
 
 def test_grid_sum_across_blocks_with_grid_sync():
@@ -45,6 +49,10 @@ def test_grid_sum_across_blocks_with_grid_sync():
         result = run("grid_sum", values, blocks)
         assert result["status"] == 0, result["message"]
         assert result["values"] == [float(sum(values))] * (blocks * 128)
+        # Every thread reads every block's slot: requested once per thread, one sector each.
+        threads = blocks * 128
+        assert result["bytes_read"] == 4 * len(values) + 4 * blocks * threads
+        assert result["sector_bytes_read"] <= 4 * len(values) + 64 + 4 * blocks + 64
 
 
 def test_shuffle_semantics_every_variant_and_width():

@@ -40,6 +40,8 @@ struct EmulatedDevice {
       total.launches += now.launches - start_.launches;
       total.bytes_read += now.bytes_read - start_.bytes_read;
       total.bytes_written += now.bytes_written - start_.bytes_written;
+      total.sector_bytes_read += now.sector_bytes_read - start_.sector_bytes_read;
+      total.sector_bytes_written += now.sector_bytes_written - start_.sector_bytes_written;
     }
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
@@ -69,6 +71,8 @@ pybind11::dict traffic_by_op() {
     entry["launches"] = t.launches;
     entry["bytes_read"] = t.bytes_read;
     entry["bytes_written"] = t.bytes_written;
+    entry["sector_bytes_read"] = t.sector_bytes_read;
+    entry["sector_bytes_written"] = t.sector_bytes_written;
     out[pybind11::str(op)] = entry;
   }
   return out;
@@ -83,6 +87,8 @@ pybind11::dict selftest(const std::string& name, const std::vector<float>& input
   out["launches"] = r.launches;
   out["bytes_read"] = r.bytes_read;
   out["bytes_written"] = r.bytes_written;
+  out["sector_bytes_read"] = r.sector_bytes_read;
+  out["sector_bytes_written"] = r.sector_bytes_written;
   return out;
 }
 
@@ -105,8 +111,9 @@ PYBIND11_MODULE(_C_cuda_emulated, module) {
       "The CUDA kernels of gfn_fast run on the CPU by an emulated SIMT runtime; importing "
       "registers the torch.ops.gfn_fast_emulated ops.";
   module.def("traffic", &gfn_fast::cuda_ops::traffic_by_op,
-             "{op: {launches, bytes_read, bytes_written}}: what the kernels of each op did since "
-             "the last reset_traffic(), on this thread.");
+             "{op: {launches, bytes_read, bytes_written, sector_bytes_read, "
+             "sector_bytes_written}}: what the kernels of each op did since the last "
+             "reset_traffic(), on this thread (csrc/cuda/emulation/host.h).");
   module.def("selftest", &gfn_fast::cuda_ops::selftest, pybind11::arg("name"),
              pybind11::arg("input"), pybind11::arg("arg") = 0,
              "Runs a self-test kernel of the emulated runtime (csrc/cuda/emulation/selftest.h): "

@@ -9,10 +9,16 @@ namespace gfn_fast {
 namespace emu {
 
 // Cumulative since the process started, on the calling thread (launches run there).
+// bytes_read / bytes_written count every byte each thread's loads and stores request;
+// sector_bytes_read / sector_bytes_written count the distinct 32-byte sectors a launch
+// touches (times 32): the DRAM traffic of a GPU whose caches keep everything a launch reads
+// (a warp's loads of one address are one transaction) and nothing between launches.
 struct Traffic {
   uint64_t launches = 0;
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
+  uint64_t sector_bytes_read = 0;
+  uint64_t sector_bytes_written = 0;
 };
 
 Traffic traffic();

@@ -7,11 +7,13 @@
 // complete are resolved. A round in which nothing can complete is a deadlock. Every misuse
 // is reported through the launch status and last_error_message(), and the launch stops.
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <deque>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "cuda/emulation/fiber.h"
@@ -102,11 +104,61 @@ Worker& worker() {
   return w;
 }
 
+// The distinct 32-byte sectors one launch touches: a bitmap per 4 KiB page.
+class SectorSet {
+ public:
+  void touch(uintptr_t address, uint64_t bytes) {
+    const uintptr_t last = (address + bytes - 1) >> kSectorBits;
+    for (uintptr_t sector = address >> kSectorBits; sector <= last; ++sector) {
+      const uintptr_t page = sector >> kSectorsPerPageBits;
+      if (page != cached_page_) {
+        cached_page_ = page;
+        cached_ = &pages_[page];
+      }
+      const uintptr_t bit = sector & ((uintptr_t{1} << kSectorsPerPageBits) - 1);
+      uint64_t& word = (*cached_)[bit / 64];
+      const uint64_t mask = uint64_t{1} << (bit % 64);
+      if (!(word & mask)) {
+        word |= mask;
+        ++count_;
+      }
+    }
+  }
+  // The sectors' bytes since the last take(); forgets them.
+  uint64_t take() {
+    const uint64_t bytes = count_ << kSectorBits;
+    pages_.clear();
+    cached_page_ = ~uintptr_t{0};
+    count_ = 0;
+    return bytes;
+  }
+
+ private:
+  static constexpr int kSectorBits = 5;           // 32-byte sectors
+  static constexpr int kSectorsPerPageBits = 7;   // 128 per 4 KiB page
+  std::unordered_map<uintptr_t, std::array<uint64_t, 2>> pages_;
+  uintptr_t cached_page_ = ~uintptr_t{0};
+  std::array<uint64_t, 2>* cached_ = nullptr;
+  uint64_t count_ = 0;
+};
+
 // Read by the instrumentation callbacks on every kernel memory access: plain thread-locals.
 thread_local bool t_counting = false;
 thread_local uintptr_t t_stack_low = 0;
 thread_local uint64_t t_bytes_read = 0;
 thread_local uint64_t t_bytes_written = 0;
+thread_local uint64_t t_sector_bytes_read = 0;
+thread_local uint64_t t_sector_bytes_written = 0;
+
+SectorSet& read_sectors() {
+  static thread_local SectorSet sectors;
+  return sectors;
+}
+
+SectorSet& written_sectors() {
+  static thread_local SectorSet sectors;
+  return sectors;
+}
 
 std::string describe(const uint3& v) {
   std::ostringstream out;
@@ -687,6 +739,8 @@ cudaError_t launch(const LaunchConfig& config, void (*thread_main)(void*), void*
       }
     }
     w.launch = outer;
+    t_sector_bytes_read += read_sectors().take();
+    t_sector_bytes_written += written_sectors().take();
   }
   if (launch.status != cudaSuccess) {
     w.last_error = launch.status;
@@ -704,6 +758,8 @@ Traffic traffic() {
   t.launches = worker().launches;
   t.bytes_read = t_bytes_read;
   t.bytes_written = t_bytes_written;
+  t.sector_bytes_read = t_sector_bytes_read;
+  t.sector_bytes_written = t_sector_bytes_written;
   return t;
 }
 
@@ -750,6 +806,7 @@ inline void count(const void* address, uint64_t bytes, bool write) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(address);
   if (a - gfn_fast::emu::t_stack_low < gfn_fast::emu::Fiber::kStackBytes) return;
   (write ? gfn_fast::emu::t_bytes_written : gfn_fast::emu::t_bytes_read) += bytes;
+  (write ? gfn_fast::emu::written_sectors() : gfn_fast::emu::read_sectors()).touch(a, bytes);
 }
 
 }  // namespace

@@ -23,7 +23,8 @@
 // - Global memory traffic is counted from the compiler's instrumentation of the kernel code
 //   (the kernel objects are compiled with -fsanitize=thread, whose load/store callbacks this
 //   layer implements): every load and store the kernel code makes outside its own stack
-//   counts, as bytes read or written, together with the launches (emulation/counters.h).
+//   counts, as bytes read or written and as distinct 32-byte sectors per launch, together
+//   with the launches (emulation/host.h).
 //   Kernel parameters and shared memory are not global memory and do not count.
 #pragma once
 

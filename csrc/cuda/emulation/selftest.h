@@ -16,6 +16,8 @@ struct SelftestResult {
   uint64_t launches = 0;
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
+  uint64_t sector_bytes_read = 0;
+  uint64_t sector_bytes_written = 0;
 };
 
 // Runs the self-test kernel `name` on `input` (`arg`: a width, an offset or a grid size, by

@@ -237,6 +237,8 @@ SelftestResult finish(cudaError_t status, std::vector<float> values, const Traff
   r.launches = after.launches - before.launches;
   r.bytes_read = after.bytes_read - before.bytes_read;
   r.bytes_written = after.bytes_written - before.bytes_written;
+  r.sector_bytes_read = after.sector_bytes_read - before.sector_bytes_read;
+  r.sector_bytes_written = after.sector_bytes_written - before.sector_bytes_written;
   return r;
 }
 
