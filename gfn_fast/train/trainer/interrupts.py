@@ -1,0 +1,69 @@
+"""Stop a run cleanly on SIGINT (Ctrl-C) and SIGTERM (schedulers, `timeout`, `kill`).
+
+A handler only sets a flag; the training loop reads it between steps, so a run always stops
+at a step boundary, where its checkpoint is consistent with its random streams.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopOnSignals:
+    """While entered, SIGINT and SIGTERM request a stop instead of interrupting.
+
+        with StopOnSignals() as stop:
+            while not stop.requested: ...
+
+    Handlers can only be installed from the main thread; elsewhere entering does nothing
+    (Python delivers signals to the main thread only).
+    """
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def request(self, signum: int, _frame=None) -> None:
+        """Ask for a stop, as the signal `signum` does (the first request is kept)."""
+        if self.signal is None:
+            self.signal = signum
+
+    def __enter__(self) -> StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                self._previous[signum] = signal.signal(signum, self.request)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal at a step boundary, after writing its checkpoint.
+
+    Attributes: signal (its number, None when unknown, e.g. received by another process),
+    step (steps completed), checkpoint (the path written, or None without an output
+    directory).
+    """
+
+    def __init__(self, signum: int | None, step: int, checkpoint):
+        self.signal, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"stopped by {self.signal_name} at step {step}")
+
+    @property
+    def signal_name(self) -> str:
+        return "a signal" if self.signal is None else signal.Signals(self.signal).name
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number."""
+        return 128 + (signal.SIGINT if self.signal is None else self.signal)
