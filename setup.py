@@ -7,6 +7,7 @@ default architectures (sm_80 and sm_90, plus PTX).
 import glob
 import os
 import shutil
+import sys
 
 import torch
 from setuptools import setup
@@ -65,7 +66,18 @@ def _extension():
     )
 
 
-setup(
-    ext_modules=[_extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
-)
+class BuildExtension(cpp_extension.BuildExtension.with_options(use_ninja=True)):
+    """Keeps the object files in build/temp-<python>-<torch>-<cpu|cuda>, also for pip's
+    editable installs (which would compile in a new temporary directory every time), so that
+    ninja recompiles only the sources that changed. An explicit --build-temp still wins."""
+
+    def finalize_options(self):
+        if self.build_temp is None:
+            variant = "cuda" if _want_cuda() else "cpu"
+            python = f"py{sys.version_info.major}{sys.version_info.minor}"
+            tag = f"{python}-torch{torch.__version__}-{variant}"
+            self.build_temp = os.path.join(ROOT, "build", f"temp-{tag}")
+        super().finalize_options()
+
+
+setup(ext_modules=[_extension()], cmdclass={"build_ext": BuildExtension})

@@ -5,7 +5,7 @@
 #   benchmarks/gpu/run.sh OUTDIR
 #
 # Writes OUTDIR/log.txt (everything), OUTDIR/build.log, OUTDIR/junit.xml (tests) and
-# OUTDIR/results.json (DESIGN.md's results shape; copy it to benchmarks/results/h200.json).
+# OUTDIR/results.json (the README's results shape; copy it to benchmarks/results/h200.json).
 # Finishes within about 8 minutes: every phase has a timeout taken from one budget
 # (GFN_FAST_GPU_BUDGET_S, default 470 s). Set GFN_FAST_COMMIT when the tree has no .git.
 # Exit status: 0 when the build and the tests passed and the benchmark wrote its results.

@@ -86,8 +86,8 @@ def exact_l1(env: DiscreteEnv, policy: torch.nn.Module) -> float:
 def monte_carlo_l1(
     env: DiscreteEnv,
     policy: torch.nn.Module,
-    samples: int = 1024,
-    backward_samples: int = 16,
+    samples: int = 512,
+    backward_samples: int = 64,
     generator: torch.Generator | None = None,
 ) -> tuple[float, float]:
     """Monte Carlo estimate of sum_x |p_T(x) - R(x)/Z|, and its standard error.

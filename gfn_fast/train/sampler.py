@@ -266,6 +266,7 @@ def continuous_log_pt(env: ContinuousEnv, policy: torch.nn.Module, x: torch.Tens
     return total
 
 
+@torch.no_grad()
 def sample_backward(
     env: DiscreteEnv,
     policy: torch.nn.Module,
@@ -277,7 +278,8 @@ def sample_backward(
 
     Returns:
         (log_pf, log_pb): [B] float32 log p_F(tau) and log p_B(tau | x) of the drawn
-        trajectories, so that exp(log_pf - log_pb) is an unbiased estimate of p_T(x).
+        trajectories (no gradient), so that exp(log_pf - log_pb) is an unbiased estimate
+        of p_T(x).
     """
     states = terminal
     log_pf = torch.zeros(states.shape[0], device=states.device)

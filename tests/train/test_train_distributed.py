@@ -27,7 +27,7 @@ def test_two_processes_equal_one_process_on_the_same_shards(tmp_path):
     single = Trainer(config)  # samples both shards itself
     want = single.run(progress=False)
     assert final["step"] == want["step"] == 4 and final["trajectories"] == want["trajectories"]
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     # One all-reduce of the gradients against one backward pass: equal up to rounding.
     for name, want in single.policy.state_dict().items():
         torch.testing.assert_close(state["policy"][name], want, rtol=1e-5, atol=1e-6)
