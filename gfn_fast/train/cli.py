@@ -183,16 +183,13 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _presets_epilog() -> str:
-    lines = ["presets (the first is the env's default):"]
+    lines = ["presets (--env NAME --preset PRESET; the first of each env is its default):"]
     for name, (_, presets, default) in envs.REGISTRY.items():
         ordered = [default] + [preset for preset in presets if preset != default]
-        described = "; ".join(f"{preset} ({_settings(presets[preset])})" for preset in ordered)
-        lines.append(f"  {name}: {described}")
+        for preset in ordered:
+            settings = ", ".join(f"{k}={v}" for k, v in presets[preset].items())
+            lines.append(f"  {name} {preset}: {settings or 'no settings'}")
     return "\n".join(lines)
-
-
-def _settings(preset: dict) -> str:
-    return ", ".join(f"{key}={value}" for key, value in preset.items()) or "no settings"
 
 
 def _given(args: argparse.Namespace) -> dict:
@@ -417,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train one GFlowNet",
-        description="Train one GFlowNet. SIGINT (Ctrl-C) and SIGTERM stop at a step "
-        "boundary after a checkpoint; --resume continues bit-for-bit.",
+        description="Train one GFlowNet. SIGINT (Ctrl-C) and SIGTERM stop it at a step\n"
+        "boundary, after a checkpoint; --resume continues it bit-for-bit.",
         epilog=_presets_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -447,8 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     comparison = commands.add_parser(
         "compare",
         help="every objective on one task, over seeds",
-        description="Train every objective with seeds 0..S-1 and write OUT/table.md, "
-        "OUT/curves.png, OUT/curves.json and each run's files under OUT/<objective>/seed<k>.",
+        description="Train every objective with seeds 0..S-1 and write OUT/table.md,\n"
+        "OUT/curves.png, OUT/curves.json and each run's files in OUT/<objective>/seed<k>.",
         epilog=_presets_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

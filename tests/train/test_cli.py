@@ -332,9 +332,11 @@ def test_train_help_documents_every_option_its_default_and_the_presets(capsys):
     assert "(default: 0.5)" in text  # --alpha
     assert f"hypergrid {ENV_DEFAULTS['hypergrid']['steps']}" in text  # per-env steps
     for name, (_, presets, default) in envs.REGISTRY.items():
-        assert f"  {name}: {default} (" in text
-        for preset in presets:
-            assert preset in text
+        for preset, settings in presets.items():
+            line = f"  {name} {preset}: " + ", ".join(f"{k}={v}" for k, v in settings.items())
+            assert line in text
+        first = min(text.index(f"  {name} {preset}:") for preset in presets)
+        assert text.index(f"  {name} {default}:") == first  # the default comes first
 
 
 def test_info_prints_the_backend(capsys):

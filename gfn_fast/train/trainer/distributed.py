@@ -211,5 +211,6 @@ def _worker(rank, nproc, store, config, out, resume, changes, progress, label, r
                 }
             if rank == 0:
                 results.put(outcome)
+            dist.barrier()  # no process closes its connections while another still uses them
         finally:
             dist.destroy_process_group()
