@@ -11,7 +11,6 @@ The trainer calls the same methods in both cases; in one process they are identi
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gfn_fast.train.trainer.interrupts import Interrupted, StopOnSignals
+from gfn_fast.train.trainer.interrupts import Interrupted, StopOnSignals, signals_ignored
 
 
 def shard_sizes(batch_size: int, nproc: int) -> list[int]:
@@ -136,9 +135,10 @@ def launch(
     The processes are spawned with torch.multiprocessing and joined by a gloo process group
     on CPU; each runs a `Trainer` over its shard of every batch. Rank 0 shows the progress
     bar and writes to `out` (a resumed run: default the checkpoint's directory). SIGINT or
-    SIGTERM sent to this process (or `stop`, an entered `StopOnSignals`, requested) is
-    passed on to the workers, which stop together at the same step boundary and write that
-    step's checkpoint.
+    SIGTERM sent to this process (or to the workers, or `stop`, an entered
+    `StopOnSignals`, requested) stops every worker at the same step boundary, after that
+    step's checkpoint. The workers start with both signals ignored, until their handlers
+    are installed.
 
     Returns:
         The last record, as `Trainer.run` returns it.
@@ -165,34 +165,29 @@ def launch(
                 label=label,
                 stop=own,
             )
-    results = mp.get_context("spawn").SimpleQueue()
+    context = mp.get_context("spawn")
+    results, stopping = context.SimpleQueue(), context.Event()
     with tempfile.TemporaryDirectory() as rendezvous:
         store = f"file://{Path(rendezvous) / 'store'}"
-        workers = mp.start_processes(
-            _worker,
-            args=(nproc, store, config, out, resume, changes, progress, label, results),
-            nprocs=nproc,
-            join=False,
-            start_method="spawn",
-        )
-        forwarded = False
+        args = (nproc, store, config, out, resume, changes, progress, label, results, stopping)
+        with signals_ignored():  # until each worker has its own handlers
+            workers = mp.start_processes(
+                _worker, args=args, nprocs=nproc, join=False, start_method="spawn"
+            )
         while not workers.join(timeout=0.2):
-            if stop.requested and not forwarded:  # e.g. `kill`, which reaches only us
-                for process in workers.processes:
-                    if process.is_alive():
-                        os.kill(process.pid, stop.signal)
-                forwarded = True
+            if stop.requested:  # e.g. from `kill`, which reaches only this process
+                stopping.set()
     outcome = results.get()
     if outcome["interrupted"]:
         raise Interrupted(stop.signal, outcome["step"], outcome["checkpoint"])
     return outcome["record"]
 
 
-def _worker(rank, nproc, store, config, out, resume, changes, progress, label, results):
-    """One process of `launch`: stops on signals from the first instruction on."""
+def _worker(rank, nproc, store, config, out, resume, changes, progress, label, results, stopping):
+    """One process of `launch`: stops on its own signals or when `stopping` is set."""
     from gfn_fast.train.trainer.loop import Trainer
 
-    with StopOnSignals() as stop:
+    with StopOnSignals(shared=stopping) as stop:
         dist.init_process_group("gloo", init_method=store, rank=rank, world_size=nproc)
         try:
             group = dist.group.WORLD

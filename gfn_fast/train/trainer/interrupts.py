@@ -6,6 +6,7 @@ at a step boundary, where its checkpoint is consistent with its random streams.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
@@ -19,16 +20,18 @@ class StopOnSignals:
             while not stop.requested: ...
 
     Handlers can only be installed from the main thread; elsewhere entering does nothing
-    (Python delivers signals to the main thread only).
+    (Python delivers signals to the main thread only). `shared`, a multiprocessing Event,
+    requests a stop too once set (by another process: see `distributed.launch`).
     """
 
-    def __init__(self):
+    def __init__(self, shared=None):
         self.signal: int | None = None
+        self._shared = shared
         self._previous: dict[int, object] = {}
 
     @property
     def requested(self) -> bool:
-        return self.signal is not None
+        return self.signal is not None or (self._shared is not None and self._shared.is_set())
 
     def request(self, signum: int, _frame=None) -> None:
         """Ask for a stop, as the signal `signum` does (the first request is kept)."""
@@ -45,6 +48,19 @@ class StopOnSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+@contextlib.contextmanager
+def signals_ignored():
+    """SIGINT and SIGTERM ignored while inside, in this process and in the processes it
+    starts (an ignored signal stays ignored across exec, unlike a handler), so that those
+    cannot be killed before they install their own handlers."""
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class Interrupted(KeyboardInterrupt):
