@@ -327,10 +327,10 @@ def _notify(message: str | None) -> None:
 def _compare(args: argparse.Namespace, stop: StopOnSignals) -> int:
     with _user_errors():
         objectives = tuple(name.strip() for name in args.objectives.split(","))
-        base = resolve(TrainConfig(**{**_given(args), "objective": "tb"}))
-        runs = plan(base, objectives, args.seeds)
+        runs = plan(TrainConfig(**_given(args)), objectives, args.seeds)
         out = _prepare_out(args.out, args.overwrite)
-        _notify(_evaluation_notice(base))
+        first = runs[0].config
+        _notify(_evaluation_notice(first))
         plotting = _matplotlib_available()
         if not plotting:
             _notify(
@@ -346,7 +346,7 @@ def _compare(args: argparse.Namespace, stop: StopOnSignals) -> int:
     (out / "curves.json").write_text(json.dumps(curves))
     written = [out / "table.md", out / "curves.json"]
     if plotting:
-        plot_curves(curves, out / "curves.png", title=f"{base.env} ({base.preset})")
+        plot_curves(curves, out / "curves.png", title=f"{first.env} ({first.preset})")
         written.insert(1, out / "curves.png")
     print(table)
     print(f"\nwrote {', '.join(map(str, written))}")

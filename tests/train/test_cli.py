@@ -282,6 +282,10 @@ def test_compare_shows_one_labelled_bar_per_run_and_a_line_when_each_ends(tmp_pa
     table = (tmp_path / "cmp" / "table.md").read_text()
     assert "| tb |" in table and "| renyi |" in table and "±" in table
     assert (tmp_path / "cmp" / "curves.png").stat().st_size > 0
+    for objective, control_variate in [("tb", "none"), ("renyi", "loo")]:  # the defaults
+        metrics = json.loads((tmp_path / "cmp" / objective / "seed1" / "metrics.json").read_text())
+        assert metrics["config"]["control_variate"] == control_variate
+        assert metrics["config"]["objective"] == objective and metrics["config"]["seed"] == 1
 
 
 def test_compare_without_matplotlib_writes_the_table_and_skips_the_plot(

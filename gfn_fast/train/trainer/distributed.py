@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from gfn_fast.train.trainer.checkpoint import load_checkpoint
+from gfn_fast.train.trainer.config import resolve
 from gfn_fast.train.trainer.interrupts import Interrupted, StopOnSignals, signals_ignored
 
 
@@ -148,9 +150,6 @@ def launch(
         CheckpointError: `resume` is not a readable checkpoint.
         Interrupted: the run was stopped by a signal (its checkpoint is written).
     """
-    from gfn_fast.train.trainer.checkpoint import load_checkpoint
-    from gfn_fast.train.trainer.config import resolve
-
     if (config is None) == (resume is None):
         raise ValueError("config, resume: expected exactly one of them")
     nproc = (load_checkpoint(resume)["config"] if config is None else resolve(config)).nproc
@@ -185,7 +184,7 @@ def launch(
 
 def _worker(rank, nproc, store, config, out, resume, changes, progress, label, results, stopping):
     """One process of `launch`: stops on its own signals or when `stopping` is set."""
-    from gfn_fast.train.trainer.loop import Trainer
+    from gfn_fast.train.trainer.loop import Trainer  # loop imports this module
 
     with StopOnSignals(shared=stopping) as stop:
         dist.init_process_group("gloo", init_method=store, rank=rank, world_size=nproc)
