@@ -203,7 +203,8 @@ def _flag(name: str) -> str:
 
 
 # -- train ----------------------------------------------------------------------------------
-def _train(args: argparse.Namespace, stop: StopOnSignals) -> int:
+def _train(args: argparse.Namespace) -> int:
+    stop = args.stop
     with _user_errors():
         if args.resume:
             config, out, changes = _prepare_resume(args)
@@ -324,7 +325,8 @@ def _notify(message: str | None) -> None:
 
 
 # -- compare --------------------------------------------------------------------------------
-def _compare(args: argparse.Namespace, stop: StopOnSignals) -> int:
+def _compare(args: argparse.Namespace) -> int:
+    stop = args.stop
     with _user_errors():
         objectives = tuple(name.strip() for name in args.objectives.split(","))
         runs = plan(TrainConfig(**_given(args)), objectives, args.seeds)
@@ -390,7 +392,7 @@ def plot_curves(curves: dict[str, list[list[dict]]], path: Path, title: str = ""
 
 
 # -- info -----------------------------------------------------------------------------------
-def _info(_args: argparse.Namespace, _stop: StopOnSignals) -> int:
+def _info(_args: argparse.Namespace) -> int:
     print(f"gfn_fast {gf.__version__}")
     print(f"backend: {gf.backend()}")
     print(f"build_info: {json.dumps(gf.build_info(), indent=1, default=str)}")
@@ -471,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     with StopOnSignals() as stop:  # from the start: a signal during setup still checkpoints
         try:
             args = build_parser().parse_args(argv)
-            return args.run(args, stop)
+            args.stop = stop  # the commands that train obey it
+            return args.run(args)
         except UsageError as error:
             print(f"gfn-fast: error: {error}", file=sys.stderr)
             return 2
