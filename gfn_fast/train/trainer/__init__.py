@@ -19,7 +19,6 @@ from gfn_fast.train.trainer.config import (
     ENV_DEFAULTS,
     RESUMABLE_CHANGES,
     TrainConfig,
-    changed_fields,
     resolve,
 )
 from gfn_fast.train.trainer.distributed import launch, shard_seed, shard_sizes
@@ -34,7 +33,6 @@ __all__ = [
     "StopOnSignals",
     "TrainConfig",
     "Trainer",
-    "changed_fields",
     "checkpoint_config",
     "launch",
     "load_checkpoint",

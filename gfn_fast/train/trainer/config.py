@@ -212,10 +212,3 @@ def _check_device(config: TrainConfig) -> None:
             raise ValueError(
                 f"nproc: {config.nproc} processes train on CPU (gloo), got device={config.device!r}"
             )
-
-
-def changed_fields(before: TrainConfig, after: TrainConfig) -> list[str]:
-    """The names of the fields whose values differ between two configs."""
-    return [
-        f.name for f in fields(TrainConfig) if getattr(before, f.name) != getattr(after, f.name)
-    ]
