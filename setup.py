@@ -13,6 +13,7 @@ count the kernels' global-memory traffic (no sanitizer runtime is linked).
 import glob
 import os
 import shutil
+import sys
 
 import torch
 from setuptools import setup
@@ -80,15 +81,6 @@ def _emulated_extension():
     )
 
 
-class BuildExtension(cpp_extension.BuildExtension):
-    """torch's build_ext, building the C libraries (the emulated kernels) first."""
-
-    def run(self):
-        if self.distribution.has_c_libraries():
-            self.run_command("build_clib")
-        super().run()
-
-
 def _extension():
     with_cuda = _want_cuda()
     std = STD
@@ -125,8 +117,28 @@ def _extension():
     )
 
 
+class BuildExtension(cpp_extension.BuildExtension.with_options(use_ninja=True)):
+    """torch's build_ext that builds the C libraries (the emulated kernels) first, and keeps the
+    object files in build/temp-<python>-<torch>-<cpu|cuda>, also for pip's editable installs
+    (which would compile in a new temporary directory every time), so that ninja recompiles
+    only the sources that changed. An explicit --build-temp still wins."""
+
+    def finalize_options(self):
+        if self.build_temp is None:
+            variant = "cuda" if _want_cuda() else "cpu"
+            python = f"py{sys.version_info.major}{sys.version_info.minor}"
+            tag = f"{python}-torch{torch.__version__}-{variant}"
+            self.build_temp = os.path.join(ROOT, "build", f"temp-{tag}")
+        super().finalize_options()
+
+    def run(self):
+        if self.distribution.has_c_libraries():
+            self.run_command("build_clib")
+        super().run()
+
+
 setup(
     ext_modules=[_extension()] + ([_emulated_extension()] if _want_emulation() else []),
     libraries=[_emulated_kernels()] if _want_emulation() else [],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtension},
 )

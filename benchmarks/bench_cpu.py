@@ -1,7 +1,7 @@
 """CPU benchmarks: native kernels vs the eager reference vs torch.compile(reference).
 
 Run as a script to time everything side by side on 2 threads and write
-benchmarks/results/cpu.json (the shape DESIGN.md gives):
+benchmarks/results/cpu.json (the results shape of the README's "Benchmarks"):
 
     python benchmarks/bench_cpu.py [--quick] [--out benchmarks/results/cpu.json]
 

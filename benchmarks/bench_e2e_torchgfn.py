@@ -11,7 +11,7 @@ trains until the exact L1 between p_T and R/Z drops below --target (or --max-ste
 - seconds (and steps) to exact L1 < target, counting training steps only: the exact L1,
   evaluated every --eval-every steps, is off the clock on both sides.
 
-Results go to benchmarks/results/e2e.json in DESIGN.md's shape: one row per
+Results go to benchmarks/results/e2e.json in the README's results shape: one row per
 (implementation, objective) with medians over seeds, per-seed details under "seeds",
 and ratios gfn_fast / torchgfn for throughput and torchgfn / gfn_fast for time to target
 (> 1 means gfn_fast is better in both). Run from the repository root:

@@ -12,8 +12,9 @@ Each runs as "native" (the CUDA kernels), "eager" (the pure-PyTorch reference) a
 device-to-device copy of the same number of bytes; peak extra memory is recorded; kernel
 launches of the native runs are counted with torch.profiler.
 
-The JSON follows DESIGN.md's results shape, plus "cuda", "gpu", "launches" and "targets"
-(issue 4's performance targets, each with its measured value and whether it is met).
+The JSON follows the results shape of the README's "Benchmarks", plus "cuda", "gpu",
+"launches" and "targets" (issue 4's performance targets, each with its measured value and
+whether it is met).
 """
 
 from __future__ import annotations

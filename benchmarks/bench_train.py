@@ -1,9 +1,9 @@
 """Training throughput (trajectories/s) of gfn_fast on torchgfn's 8x8 hypergrid.
 
 One step = sample a batch of 128 trajectories on-policy + loss + backward + Adam, with
-2 x 256 LeakyReLU MLPs. Writes benchmarks/results/train_throughput.json in the shape of
-DESIGN.md's benchmark results (plus trajectories_per_s and the machine's load average,
-since the machine may be shared).
+2 x 256 LeakyReLU MLPs. Writes benchmarks/results/train_throughput.json in the results
+shape of the README's "Benchmarks" section (plus trajectories_per_s and the machine's load
+average, since the machine may be shared).
 
     python benchmarks/bench_train.py [--steps 60] [--threads 1 2]
 """

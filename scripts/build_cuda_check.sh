@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Full CUDA build check on a machine without a GPU (DESIGN.md, "Building and checking the
-# CUDA code without a GPU"): compiles and links the whole CUDA extension against a CUDA
-# build of torch, imports it and checks that every op has a CUDA kernel registered.
+# Full CUDA build check on a machine without a GPU (README, "CUDA"): compiles and links
+# the whole CUDA extension against a CUDA build of torch, imports it and checks that every
+# op has a CUDA kernel registered.
 #
 #   scripts/build_cuda_check.sh [VENV] [BUILD_DIR]
 #
-# VENV (default /work/.venv-cuda) gets torch==2.14.1 (a CUDA 13.0 build, 5.4 GB, from
-# local disk) once. The repository is copied (tar) into BUILD_DIR (default
-# /work/.build-cuda) and built there, so the checkout's own gfn_fast/_C*.so is never
-# touched; object files are kept between runs so that rebuilds are incremental. Not part of
-# .ci/run (5 GB per clean run).
+# VENV (default .venv-cuda in the repository, ignored by git) gets torch==2.14.1 (a CUDA
+# 13.0 build, 5.4 GB) once. The repository is copied (tar) into BUILD_DIR (default
+# build/cuda-check, ignored by git and left out of the copy) and built there, so the
+# checkout's own gfn_fast/_C*.so is never touched; object files are kept between runs so
+# that rebuilds are incremental. Not part of .ci/run (5 GB per clean run).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-VENV=${1:-/work/.venv-cuda}
-BUILD=${2:-/work/.build-cuda}
+VENV=${1:-$REPO/.venv-cuda}
+BUILD=${2:-$REPO/build/cuda-check}
 PY=${PYTHON:-python3.11}
 TORCH_PIN=${GFN_FAST_CUDA_TORCH:-2.14.1}
 

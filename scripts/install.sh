@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
-# Installs gfn_fast with its native CPU kernels on a fresh machine.
+# Installs gfn_fast with its native CPU kernels.
 #   bash scripts/install.sh         # the library, the trainer and the `gfn-fast` command
 #   bash scripts/install.sh test    # plus the test and benchmark tools and torchgfn
+#
+# torch: an installed torch that meets pyproject.toml's requirement (>= 2.6), CPU or CUDA
+# build, is kept. Without one, torch 2.13.0 is installed from PyTorch's CPU index (a plain
+# `pip install torch` on Linux pulls the CUDA build and several GB of CUDA libraries); set
+# GFN_FAST_TORCH_INDEX=https://download.pytorch.org/whl/cu126 (or another CUDA index of
+# PyTorch's) for a CUDA build instead.
+#
+# The extension's object files stay in build/ (ignored by git), so running this again
+# recompiles only the C++ sources that changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The CPU build of torch (a plain `pip install torch` pulls a multi-GB CUDA build).
-python -m pip install --quiet torch==2.13.0 setuptools wheel pybind11 ninja numpy
+if python -c "import sys, torch; from torch.torch_version import TorchVersion as V; sys.exit(V(torch.__version__) < (2, 6))" 2>/dev/null; then
+  echo "install.sh: keeping the installed torch $(python -c 'import torch; print(torch.__version__)')"
+else
+  index=${GFN_FAST_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
+  echo "install.sh: installing torch 2.13.0 from $index"
+  python -m pip install --quiet torch==2.13.0 --index-url "$index"
+fi
+python -m pip install --quiet setuptools wheel pybind11 ninja numpy
 extras="train"
 if [ "${1:-}" = "test" ]; then
   extras="train,test,bench"

@@ -2,140 +2,375 @@
 
 gfn-fast train --env hypergrid --preset torchgfn --objective renyi --alpha 0.5 --out runs/a
 gfn-fast train --env hypergrid --preset torchgfn --objective renyi --nproc 2 --out runs/ddp
+gfn-fast train --resume runs/a/checkpoint.pt --steps 2000
 gfn-fast compare --env sets --preset small --seeds 3 --out runs/sets
 gfn-fast variance --env sets --preset small --objectives reverse_kl --out runs/variance
 gfn-fast info
+
+A mistake in the command line (a bad option, a missing or foreign checkpoint, an output
+directory that cannot be used, a device this machine lacks) is reported in one line,
+`gfn-fast: error: ...`, with exit status 2, before anything trains. Anything that fails
+later is a bug and shows its traceback. SIGINT and SIGTERM stop a run at a step boundary,
+after its checkpoint (exit status 130 and 143).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
-from dataclasses import fields
+import tempfile
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
 
 import gfn_fast as gf
 from gfn_fast.train import envs, variance
-from gfn_fast.train.compare import COMPARED_OBJECTIVES, compare, summary_table
-from gfn_fast.train.trainer import TrainConfig, Trainer, checkpoint_config, launch
+from gfn_fast.train.compare import (
+    COMPARED_OBJECTIVES,
+    plan,
+    seed_mean_error,
+    summary_table,
+    train_planned,
+)
+from gfn_fast.train.trainer import (
+    ENV_DEFAULTS,
+    RESUMABLE_CHANGES,
+    Interrupted,
+    StopOnSignals,
+    TrainConfig,
+    Trainer,
+    launch,
+    load_checkpoint,
+    resolve,
+)
+from gfn_fast.train.trainer.evaluation import METRIC_LABELS, evaluation_for, metric_of
+
+
+class UsageError(Exception):
+    """A mistake in the command line: one line on stderr and exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in gfn-fast's one-line form."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Turn the errors of checking the user's input into UsageError. Only the preparation
+    of a command runs under it: an error during training is a bug, with its traceback."""
+    try:
+        yield
+    except (ValueError, OSError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _default(name: str) -> str:
+    """TrainConfig's default of field `name`, for help texts."""
+    default = next(f.default for f in fields(TrainConfig) if f.name == name)
+    return repr(default) if isinstance(default, str) else str(default)
+
+
+def _per_env(name: str) -> str:
+    return ", ".join(f"{env} {values[name]}" for env, values in ENV_DEFAULTS.items())
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `train` and `compare`, one per TrainConfig field."""
+    """Options shared by `train` and `compare`, one per TrainConfig field. Their argparse
+    default is None ("not given"); TrainConfig and ENV_DEFAULTS give the values."""
     add = parser.add_argument
-    add("--env", default="hypergrid", choices=tuple(envs.REGISTRY))
-    add("--preset", default=None, help="env preset (default: the env's own)")
-    add("--alpha", type=float, default=0.5, help="order of renyi / tsallis")
+    add("--env", choices=tuple(envs.REGISTRY), help=f"environment (default: {_default('env')})")
+    add("--preset", help="env preset (default: the env's own; the list is below)")
+    add("--alpha", type=float, help=f"order of renyi / tsallis (default: {_default('alpha')})")
     add(
         "--cv",
         dest="control_variate",
         choices=gf.CONTROL_VARIATES,
-        default=None,
         help='control variate (default: "none" for tb, "loo" otherwise)',
     )
-    add("--normalization", choices=("amari", "paper"), default="amari")
-    add("--steps", type=int, default=None, help="optimiser steps (default: per env)")
-    add("--batch-size", type=int, default=None, help="trajectories per step (default: per env)")
-    add("--lr", type=float, default=None, help="policy lr (default: per env, 1e-3 mostly)")
-    add("--lr-log-z", type=float, default=1e-1)
-    add("--lr-decay-power", type=float, default=1.0, help="polynomial decay of the lr to 0")
-    add("--hidden", type=int, default=64)
-    add("--layers", type=int, default=2)
-    add("--deep-set", action="store_true", help="deep-set policy (sets only)")
-    add("--learn-pb", action="store_true", help="learn p_B (default: uniform)")
-    add("--epsilon", type=float, default=0.0, help="off-policy: uniform mixing weight")
-    add("--temperature", type=float, default=1.0, help="off-policy: tempering of p_F")
-    add("--eval-every", type=int, default=None)
-    add("--js-samples", type=int, default=20000)
-    add("--layout", choices=("padded", "packed"), default="padded")
+    add(
+        "--normalization",
+        choices=("amari", "paper"),
+        help=f"scaling of renyi / tsallis (default: {_default('normalization')})",
+    )
+    add("--steps", type=int, help=f"optimiser steps (default per env: {_per_env('steps')})")
+    add(
+        "--batch-size",
+        type=int,
+        help=f"trajectories per step (default per env: {_per_env('batch_size')})",
+    )
+    add("--lr", type=float, help=f"policy learning rate (default per env: {_per_env('lr')})")
+    add(
+        "--lr-log-z",
+        type=float,
+        help=f"learning rate of tb's log Z (default: {_default('lr_log_z')})",
+    )
+    add(
+        "--lr-decay-power",
+        type=float,
+        help=f"power of the lr's polynomial decay to 0 (default: {_default('lr_decay_power')})",
+    )
+    add("--hidden", type=int, help=f"width of the policy MLPs (default: {_default('hidden')})")
+    add("--layers", type=int, help=f"hidden layers of the MLPs (default: {_default('layers')})")
+    add("--deep-set", action="store_true", default=None, help="deep-set policy (sets only)")
+    add("--learn-pb", action="store_true", default=None, help="learn p_B (default: uniform)")
+    add(
+        "--epsilon",
+        type=float,
+        help=f"off-policy: weight of the uniform in the behaviour (default: {_default('epsilon')})",
+    )
+    add(
+        "--temperature",
+        type=float,
+        help=f"off-policy: tempering of p_F in the behaviour (default: {_default('temperature')})",
+    )
+    add(
+        "--eval-every",
+        type=int,
+        help=f"steps between evaluations and checkpoints (default per env: "
+        f"{_per_env('eval_every')})",
+    )
+    add(
+        "--js-samples",
+        type=int,
+        help=f"samples per side of the Jensen-Shannon metric (default: {_default('js_samples')})",
+    )
+    add(
+        "--mc-samples",
+        type=int,
+        help=f"Monte Carlo L1: sampled terminal states (default: {_default('mc_samples')})",
+    )
+    add(
+        "--mc-backward-samples",
+        type=int,
+        help=f"Monte Carlo L1: backward trajectories per state (default: "
+        f"{_default('mc_backward_samples')})",
+    )
+    add(
+        "--layout",
+        choices=("padded", "packed"),
+        help=f"per-step layout of the loss inputs (default: {_default('layout')})",
+    )
     add(
         "--threads",
         type=int,
-        default=1,
-        help="torch threads (1 is fastest for small policies on busy machines)",
+        help=f"torch threads; 1 is fastest for small policies on busy machines "
+        f"(default: {_default('threads')})",
     )
-    add("--device", default="cpu")
-    add("--compile", action="store_true", help="torch.compile the policy networks and the loss")
+    add("--device", help=f'"cpu", "cuda" or "cuda:<index>" (default: {_default("device")})')
+    add(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the policy networks and the loss",
+    )
     add(
         "--compile-backend",
-        default="inductor",
-        help='torch.compile backend (default "inductor"; "aot_eager" compiles fast)',
+        help=f'torch.compile backend ("aot_eager" compiles fast; default: '
+        f"{_default('compile_backend')})",
     )
-    add("--no-progress", action="store_true", help="no tqdm bar")
+    add("--no-progress", action="store_true", help="no progress bar")
+    add(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --out directory, replacing the files a run writes",
+    )
 
 
-def _config(args: argparse.Namespace, **fixed) -> TrainConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    return TrainConfig(**{**values, **fixed})
+def _presets_epilog() -> str:
+    lines = ["presets (--env NAME --preset PRESET; the first of each env is its default):"]
+    for name, (_, presets, default) in envs.REGISTRY.items():
+        ordered = [default] + [preset for preset in presets if preset != default]
+        for preset in ordered:
+            settings = ", ".join(f"{k}={v}" for k, v in presets[preset].items())
+            lines.append(f"  {name} {preset}: {settings or 'no settings'}")
+    return "\n".join(lines)
 
 
+def _given(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given on the command line."""
+    names = (f.name for f in fields(TrainConfig))
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _flag(name: str) -> str:
+    return "--cv" if name == "control_variate" else "--" + name.replace("_", "-")
+
+
+# -- train ----------------------------------------------------------------------------------
 def _train(args: argparse.Namespace) -> int:
-    config = checkpoint_config(args.resume) if args.resume else _config(args)
-    if config.nproc > 1:
-        return _train_distributed(args, config)
-    if args.resume:
-        trainer = Trainer.resume(args.resume, args.out)
-    else:
-        trainer = Trainer(config, args.out)
-    try:
-        final = trainer.run(progress=not args.no_progress)
-    except KeyboardInterrupt:
-        where = trainer.out / "checkpoint.pt" if trainer.out else "nowhere (no --out)"
-        print(f"\ninterrupted at step {trainer.step}; checkpoint saved to {where}", file=sys.stderr)
-        return 130
-    print(json.dumps(final))
-    return 0
-
-
-def _train_distributed(args: argparse.Namespace, config: TrainConfig) -> int:
-    """`_train` in config.nproc processes (see `gfn_fast.train.trainer.launch`)."""
-    try:
+    stop = args.stop
+    with _user_errors():
         if args.resume:
-            final = launch(resume=args.resume, out=args.out, progress=not args.no_progress)
+            config, out, changes = _prepare_resume(args)
         else:
-            final = launch(config, args.out, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        out = args.out or (Path(args.resume).parent if args.resume else None)
-        where = Path(out) / "checkpoint.pt" if out else "nowhere (no --out)"
-        print(f"\ninterrupted; the checkpoint of the last evaluation is {where}", file=sys.stderr)
-        return 130
+            config, changes = resolve(TrainConfig(**_given(args))), {}
+            out = _prepare_out(args.out, args.overwrite)
+        # Built here also for config.nproc processes: it checks the whole checkpoint.
+        trainer = Trainer.resume(args.resume, out, **changes) if args.resume else None
+        if trainer is not None and trainer.step >= config.steps:
+            return _already_complete(args.resume, trainer)
+        if trainer is None and config.nproc == 1:
+            trainer = Trainer(config, out)
+        _notify(_evaluation_notice(config))
+    try:
+        if config.nproc > 1:
+            progress = not args.no_progress
+            if args.resume:
+                final = launch(
+                    resume=args.resume, out=out, changes=changes, progress=progress, stop=stop
+                )
+            else:
+                final = launch(config, out, progress=progress, stop=stop)
+        else:
+            final = trainer.run(progress=not args.no_progress, stop=stop)
+    except Interrupted as interrupted:
+        return _report_interrupt(interrupted)
     print(json.dumps(final))
     return 0
 
 
-def _compare(args: argparse.Namespace) -> int:
-    objectives = tuple(args.objectives.split(","))
-    out = Path(args.out)
-    curves = compare(
-        _config(args, objective="tb"), objectives, args.seeds, out, progress=not args.no_progress
+def _prepare_resume(args: argparse.Namespace):
+    """(config, out, changes) of `train --resume`, or UsageError for flags that
+    would change what the checkpoint's run means."""
+    state = load_checkpoint(args.resume)
+    saved = state["config"]
+    changes = {name: value for name, value in _given(args).items() if value != getattr(saved, name)}
+    refused = [name for name in changes if name not in RESUMABLE_CHANGES]
+    if refused:
+        detail = ", ".join(
+            f"{_flag(name)} {changes[name]} (the run has {getattr(saved, name)!r})"
+            for name in refused
+        )
+        allowed = ", ".join(_flag(name) for name in RESUMABLE_CHANGES)
+        raise UsageError(
+            f"{detail}: a resumed run keeps its checkpoint's settings; with --resume, only "
+            f"{allowed}, --out and --overwrite may differ"
+        )
+    checkpoint_dir = Path(args.resume).parent
+    out = checkpoint_dir
+    if args.out is not None and Path(args.out).resolve() != checkpoint_dir.resolve():
+        out = _prepare_out(args.out, args.overwrite)
+    return resolve(replace(saved, **changes)), out, changes
+
+
+def _already_complete(checkpoint: str, trainer: Trainer) -> int:
+    _notify(
+        f"the run of {checkpoint} is already complete ({trainer.step} of "
+        f"{trainer.config.steps} steps); give --steps N with N > {trainer.step} to extend it"
     )
+    print(json.dumps(trainer.curve[-1]))
+    return 0
+
+
+def _report_interrupt(interrupted: Interrupted) -> int:
+    if interrupted.checkpoint is None:
+        where = "no checkpoint written (no --out)"
+    else:
+        where = (
+            f"checkpoint saved to {interrupted.checkpoint}; continue with: "
+            f"gfn-fast train --resume {interrupted.checkpoint}"
+        )
+    print(
+        f"\ngfn-fast: stopped by {interrupted.signal_name} at step {interrupted.step}; {where}",
+        file=sys.stderr,
+    )
+    return interrupted.exit_status
+
+
+def _prepare_out(out: str | None, overwrite: bool) -> Path | None:
+    """`out` as a directory that exists and can be written, empty unless `overwrite`.
+
+    Raises:
+        UsageError: a file, a non-empty directory without overwrite, or not creatable or
+            writable (the OSError's message).
+    """
+    if out is None:
+        return None
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out}: is a file, expected a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        held = sorted(child.name for child in path.iterdir())
+        shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+        hint = ""
+        if (path / "checkpoint.pt").is_file():
+            hint = f", or --resume {path / 'checkpoint.pt'} to continue the run there"
+        raise UsageError(
+            f"--out {out}: directory is not empty (it holds {shown}); give --overwrite to "
+            f"replace the files a new run writes{hint}"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+    return path
+
+
+def _evaluation_notice(config: TrainConfig) -> str | None:
+    env = envs.make(config.env, config.preset)
+    return evaluation_for(env, config, torch.device(config.device)).notice
+
+
+def _notify(message: str | None) -> None:
+    if message:
+        print(f"gfn-fast: notice: {message}", file=sys.stderr)
+
+
+# -- compare --------------------------------------------------------------------------------
+def _compare(args: argparse.Namespace) -> int:
+    stop = args.stop
+    with _user_errors():
+        objectives = tuple(name.strip() for name in args.objectives.split(","))
+        runs = plan(TrainConfig(**_given(args)), objectives, args.seeds)
+        out = _prepare_out(args.out, args.overwrite)
+        first = runs[0].config
+        _notify(_evaluation_notice(first))
+        plotting = _matplotlib_available()
+        if not plotting:
+            _notify(
+                "matplotlib is not installed: writing the table without curves.png "
+                "(pip install matplotlib, or the 'train' extra, to plot)"
+            )
+    try:
+        curves = train_planned(runs, out, progress=not args.no_progress, stop=stop)
+    except Interrupted as interrupted:
+        return _report_interrupt(interrupted)
     table = summary_table(curves)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
     (out / "curves.json").write_text(json.dumps(curves))
-    plot_curves(curves, out / "curves.png", title=f"{args.env} ({args.preset or 'default'})")
+    written = [out / "table.md", out / "curves.json"]
+    if plotting:
+        plot_curves(curves, out / "curves.png", title=f"{first.env} ({first.preset})")
+        written.insert(1, out / "curves.png")
     print(table)
-    print(f"\nwrote {out / 'table.md'}, {out / 'curves.png'}, {out / 'curves.json'}")
+    print(f"\nwrote {', '.join(map(str, written))}")
     return 0
 
 
 def _variance(args: argparse.Namespace) -> int:
-    if args.control_variate is not None:
-        raise ValueError("--cv: variance measures every control variate; leave --cv out")
+    with _user_errors():
+        if args.control_variate is not None:
+            raise ValueError("--cv: variance measures every control variate; leave --cv out")
+        config = resolve(TrainConfig(**{**_given(args), "objective": "tb"}))
+        out = _prepare_out(args.out, args.overwrite)
+        variance.check_request(
+            config, args.objectives, args.batch_sizes, args.repeats, args.train_steps
+        )
     rows = variance.measure(
-        _config(args, objective="tb"),
-        args.objectives,
-        args.batch_sizes,
-        args.repeats,
-        args.train_steps,
+        config, args.objectives, args.batch_sizes, args.repeats, args.train_steps
     )
-    paths = variance.write(rows, args.out, title=f"{args.env} ({args.preset or 'default'})")
+    paths = variance.write(rows, out, title=f"{config.env} ({config.preset})")
     print(variance.summary_table(rows))
-    print(f"\nwrote {paths[0]}, {paths[1]}")
+    print(f"\nwrote {', '.join(map(str, paths))}")
     return 0
 
 
@@ -152,24 +387,34 @@ def _sizes(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _matplotlib_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401 -- the "train" extra
+    except ImportError:
+        return False
+    return True
+
+
 def plot_curves(curves: dict[str, list[list[dict]]], path: Path, title: str = "") -> None:
-    """PNG of the metric against trajectories: mean over seeds, shaded min..max."""
+    """PNG of the metric against trajectories: mean over seeds, shaded min..max; for the
+    Monte Carlo L1, error bars of +- 1 standard error of the mean over seeds."""
     import matplotlib  # the "train" extra
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = "js" if "js" in next(iter(curves.values()))[0][-1] else "exact_l1"
+    metric = metric_of(next(iter(curves.values()))[0][-1])
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     for objective, runs in curves.items():
-        if runs[0][-1][metric] is None:
-            continue  # not enumerable: nothing to draw
         x = [record["trajectories"] for record in runs[0]]
         values = torch.tensor([[record[metric] for record in run] for run in runs])
-        axes.plot(x, values.mean(0), label=objective)
+        (line,) = axes.plot(x, values.mean(0), label=objective)
         axes.fill_between(x, values.min(0).values, values.max(0).values, alpha=0.2)
+        if f"{metric}_se" in runs[0][0]:
+            errors = [seed_mean_error(list(records), metric) for records in zip(*runs, strict=True)]
+            axes.errorbar(x, values.mean(0), yerr=errors, fmt="none", ecolor=line.get_color())
     axes.set_xlabel("trajectories sampled")
-    axes.set_ylabel("exact L1" if metric == "exact_l1" else "Jensen-Shannon (nats)")
+    axes.set_ylabel(METRIC_LABELS[metric])
     axes.set_yscale("log")
     axes.set_title(title)
     axes.legend()
@@ -178,6 +423,7 @@ def plot_curves(curves: dict[str, list[list[dict]]], path: Path, title: str = ""
     plt.close(figure)
 
 
+# -- info -----------------------------------------------------------------------------------
 def _info(_args: argparse.Namespace) -> int:
     print(f"gfn_fast {gf.__version__}")
     print(f"backend: {gf.backend()}")
@@ -194,33 +440,59 @@ def _info(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `gfn-fast` (subcommands train, compare, variance, info)."""
-    parser = argparse.ArgumentParser(
-        prog="gfn-fast", description="Train GFlowNets with divergence objectives."
-    )
+    """The argument parser of `gfn-fast` (subcommands train, compare, variance, info). Its errors
+    raise UsageError instead of exiting."""
+    parser = _Parser(prog="gfn-fast", description="Train GFlowNets with divergence objectives.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train one GFlowNet")
+    train = commands.add_parser(
+        "train",
+        help="train one GFlowNet",
+        description="Train one GFlowNet. SIGINT (Ctrl-C) and SIGTERM stop it at a step\n"
+        "boundary, after a checkpoint; --resume continues it bit-for-bit.",
+        epilog=_presets_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _config_arguments(train)
-    train.add_argument("--objective", default="tb", choices=gf.OBJECTIVES)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--objective", choices=gf.OBJECTIVES, help=f"the loss (default: {_default('objective')})"
+    )
+    train.add_argument("--seed", type=int, help=f"random seed (default: {_default('seed')})")
     train.add_argument(
         "--nproc",
         type=int,
-        default=1,
-        help="processes (DDP on CPU, gloo); each samples batch_size / nproc trajectories",
+        help="processes (DDP on CPU, gloo); each samples batch_size / nproc trajectories "
+        f"(default: {_default('nproc')})",
     )
-    train.add_argument("--out", default=None, help="directory for metrics.json/csv, checkpoint")
     train.add_argument(
-        "--resume", default=None, help="checkpoint.pt to continue from (its config is used)"
+        "--out", help="directory for metrics.json, metrics.csv and checkpoint.pt (default: none)"
+    )
+    train.add_argument(
+        "--resume",
+        help="checkpoint.pt to continue from, with its settings; --steps N extends the run "
+        f"(the lr then decays over N steps); {', '.join(map(_flag, RESUMABLE_CHANGES))} may "
+        "change; writes to its directory unless --out is given",
     )
     train.set_defaults(run=_train)
 
-    comparison = commands.add_parser("compare", help="every objective on one task, over seeds")
+    comparison = commands.add_parser(
+        "compare",
+        help="every objective on one task, over seeds",
+        description="Train every objective with seeds 0..S-1 and write OUT/table.md,\n"
+        "OUT/curves.png, OUT/curves.json and each run's files in OUT/<objective>/seed<k>.",
+        epilog=_presets_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _config_arguments(comparison)
-    comparison.add_argument("--objectives", default=",".join(COMPARED_OBJECTIVES))
-    comparison.add_argument("--seeds", type=int, default=3)
-    comparison.add_argument("--out", default="gfn_fast_compare", help="output directory")
+    comparison.add_argument(
+        "--objectives",
+        default=",".join(COMPARED_OBJECTIVES),
+        help=f"comma-separated objectives (default: {','.join(COMPARED_OBJECTIVES)})",
+    )
+    comparison.add_argument("--seeds", type=int, default=3, help="seeds per objective (default: 3)")
+    comparison.add_argument(
+        "--out", default="gfn_fast_compare", help="output directory (default: gfn_fast_compare)"
+    )
     comparison.set_defaults(run=_compare)
 
     spread = commands.add_parser(
@@ -243,9 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `gfn-fast` and `python -m gfn_fast`; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except ValueError as error:
-        print(f"gfn-fast: error: {error}", file=sys.stderr)
-        return 2
+    with StopOnSignals() as stop:  # from the start: a signal during setup still checkpoints
+        try:
+            args = build_parser().parse_args(argv)
+            args.stop = stop  # the commands that train obey it
+            return args.run(args)
+        except UsageError as error:
+            print(f"gfn-fast: error: {error}", file=sys.stderr)
+            return 2
+        except SystemExit as exit_:  # --help
+            return exit_.code if isinstance(exit_.code, int) else 0

@@ -20,7 +20,7 @@ from torch import nn
 
 from gfn_fast.train.envs.jc69 import NUCLEOTIDES
 from gfn_fast.train.envs.phylo import Phylogenetics
-from gfn_fast.train.policies import mlp
+from gfn_fast.train.policies import check_policy_options, mlp
 
 
 class ForestEncoder(nn.Module):
@@ -97,12 +97,12 @@ class ForestPolicy(nn.Module):
         learn_pb: bool = False,
     ):
         super().__init__()
-        if deep_set:
-            raise ValueError(f"deep_set: needs a sets environment, got {type(env).__name__}")
+        check_policy_options(type(env), deep_set=deep_set, learn_pb=learn_pb)
         if hidden < 1 or layers < 1:
             raise ValueError(f"hidden, layers: expected >= 1, got {hidden}, {layers}")
         self.forward_net = ForestScorer(env, env.forests.pairs, hidden, layers)
         self.backward_net = None
+        self.learned_pb = learn_pb  # the capability the sampler reads
         if learn_pb:
             leaves = torch.arange(env.species)[:, None]
             self.backward_net = ForestScorer(env, leaves, hidden, layers)

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv
-from gfn_fast.train.envs.phylo import Phylogenetics
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
@@ -46,10 +45,17 @@ class DiscretePolicy(nn.Module):
     """Forward logits [B, n_actions] (and learned backward logits) from env features.
 
     Args:
-        env: the environment (gives feature and action sizes).
+        env: a discrete environment (gives feature and action sizes).
         hidden, layers: MLP width and depth (the paper: 64 and 2).
-        deep_set: encode the state with `DeepSet` (sets environments only).
+        deep_set: encode the state with `DeepSet` (envs whose `feature_layout` is
+            "membership", such as sets).
         learn_pb: learn p_B with a second network; otherwise p_B is uniform over parents.
+
+    Attributes:
+        learned_pb: whether `backward_logits` exists (the capability the sampler reads).
+
+    Raises:
+        ValueError: deep_set for another feature layout, or learn_pb for a tree.
     """
 
     def __init__(
@@ -61,18 +67,14 @@ class DiscretePolicy(nn.Module):
         learn_pb: bool = False,
     ):
         super().__init__()
-        if deep_set and not hasattr(env, "pool"):
-            raise ValueError(f"deep_set: needs a sets environment, got {type(env).__name__}")
-        if learn_pb and env.is_tree:
-            raise ValueError(
-                f"learn_pb: {type(env).__name__} is a tree (p_B = 1), nothing to learn"
-            )
+        check_policy_options(type(env), deep_set=deep_set, learn_pb=learn_pb)
 
         def network(out_dim):
             if deep_set:
-                return DeepSet(env.pool, out_dim, hidden, layers)
+                return DeepSet(env.feature_dim, out_dim, hidden, layers)
             return mlp(env.feature_dim, out_dim, hidden, layers)
 
+        self.learned_pb = learn_pb
         self.forward_net = network(env.n_actions)
         self.backward_net = network(env.n_backward_actions) if learn_pb else None
 
@@ -92,12 +94,28 @@ class GaussianMixturePolicy(nn.Module):
 
     Means and scales are relative to the env's per-coordinate `center` and `scale`, and the
     components start spread over center +- 1.5 scale so that early samples cover the target.
+    p_B = 1 on these tasks (`learned_pb` is False); `deep_set` and `learn_pb` are accepted
+    only as False, so that every policy type takes the same options.
+
+    Raises:
+        ValueError: components < 1, or deep_set / learn_pb set.
     """
 
-    def __init__(self, env: ContinuousEnv, hidden: int = 64, layers: int = 2, components: int = 6):
+    learned_pb = False
+
+    def __init__(
+        self,
+        env: ContinuousEnv,
+        hidden: int = 64,
+        layers: int = 2,
+        components: int = 6,
+        deep_set: bool = False,
+        learn_pb: bool = False,
+    ):
         super().__init__()
         if components < 1:
             raise ValueError(f"components: expected >= 1, got {components}")
+        check_policy_options(type(env), deep_set=deep_set, learn_pb=learn_pb)
         self.components = components
         self.net = mlp(env.feature_dim, 3 * components, hidden, layers)
         self.register_buffer("center", torch.tensor(env.center))
@@ -149,13 +167,32 @@ def sample_categorical(
     return (logits.detach() + gumbel).argmax(-1)
 
 
+def check_policy_options(env_type: type, *, deep_set: bool = False, learn_pb: bool = False):
+    """ValueError unless the capabilities `env_type` declares allow these policy options.
+
+    Reads only class-level declarations, so a config can be checked before any env is built.
+    """
+    if deep_set and env_type.feature_layout != "membership":
+        raise ValueError(
+            f"deep_set: needs membership features (the sets environment), but "
+            f"{env_type.__name__} has {env_type.feature_layout!r} features"
+        )
+    if learn_pb and env_type.is_tree:
+        raise ValueError(f"learn_pb: {env_type.__name__} is a tree (p_B = 1), nothing to learn")
+
+
+# One policy type per declared action space.
+POLICY_TYPES = {"discrete": DiscretePolicy, "continuous": GaussianMixturePolicy}
+
+
 def make_policy(env, hidden: int = 64, layers: int = 2, **options) -> nn.Module:
-    """The policy type that fits `env`: DiscretePolicy, ForestPolicy (phylo) or
-    GaussianMixturePolicy."""
+    """The policy type for `env`'s declared capabilities: ForestPolicy for forests of trees
+    (phylo), else by action space, DiscretePolicy or GaussianMixturePolicy.
+
+    `options` (deep_set, learn_pb, ...) go to that type, which checks them.
+    """
     from gfn_fast.train.forest_policy import ForestPolicy  # it builds on mlp() from here
 
-    if isinstance(env, Phylogenetics):
+    if env.feature_layout == "forest":
         return ForestPolicy(env, hidden, layers, **options)
-    if isinstance(env, ContinuousEnv):
-        return GaussianMixturePolicy(env, hidden, layers, **options)
-    return DiscretePolicy(env, hidden, layers, **options)
+    return POLICY_TYPES[env.action_space](env, hidden, layers, **options)

@@ -124,25 +124,29 @@ def sample_trajectories(
         A `TrajectoryBatch`; `log_behavior` is set when epsilon > 0 or temperature != 1.
 
     Raises:
-        ValueError: batch_size < 1, epsilon outside [0, 1], temperature <= 0, or off-policy
-            options for a continuous environment.
+        ValueError: batch_size < 1, or bad off-policy options (see `check_behaviour`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-    if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"epsilon: expected in [0, 1], got {epsilon}")
-    if temperature <= 0:
-        raise ValueError(f"temperature: expected > 0, got {temperature}")
+    check_behaviour(type(env), epsilon, temperature)
     if device is None:
         device = next(policy.parameters()).device
-    if isinstance(env, ContinuousEnv):
-        if epsilon or temperature != 1.0:
-            raise ValueError(
-                f"epsilon, temperature: off-policy sampling is for discrete envs only, got "
-                f"epsilon={epsilon}, temperature={temperature} for {type(env).__name__}"
-            )
-        return _sample_continuous(env, policy, batch_size, generator, device)
-    return _sample_discrete(env, policy, batch_size, generator, epsilon, temperature, device)
+    sample = _SAMPLERS[env.action_space]
+    return sample(env, policy, batch_size, generator, epsilon, temperature, device)
+
+
+def check_behaviour(env_type: type, epsilon: float, temperature: float) -> None:
+    """ValueError unless epsilon in [0, 1] and temperature > 0 (both finite), and both
+    are left at their on-policy values (0 and 1) on continuous action spaces."""
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon: expected in [0, 1], got {epsilon}")
+    if not 0.0 < temperature < float("inf"):
+        raise ValueError(f"temperature: expected a finite number > 0, got {temperature}")
+    if env_type.action_space == "continuous" and (epsilon or temperature != 1.0):
+        raise ValueError(
+            f"epsilon, temperature: off-policy sampling is for discrete envs only, got "
+            f"epsilon={epsilon}, temperature={temperature} for {env_type.__name__}"
+        )
 
 
 def _behaviour_log_probs(log_pf, mask, epsilon, temperature):
@@ -205,7 +209,7 @@ def _sample_discrete(env, policy, batch_size, generator, epsilon, temperature, d
 
 def _backward_log_probs(env, policy, visited, actions, lengths):
     """[B, T] log p_B of every transition at once (learned or uniform), None for trees."""
-    learn_pb = getattr(policy, "backward_net", None) is not None
+    learn_pb = policy.learned_pb
     if env.is_tree and not learn_pb:
         return None
     batch_size, steps = actions.shape
@@ -224,7 +228,8 @@ def _backward_log_probs(env, policy, visited, actions, lengths):
     return torch.where(inside, per_step.view(batch_size, steps), 0.0)
 
 
-def _sample_continuous(env, policy, batch_size, generator, device):
+def _sample_continuous(env, policy, batch_size, generator, epsilon, temperature, device):
+    del epsilon, temperature  # on-policy only (checked by `check_behaviour`)
     states = env.initial_states(batch_size, device)
     visited, actions, log_pf = [states], [], []
     for _ in range(env.max_length):
@@ -246,6 +251,10 @@ def _sample_continuous(env, policy, batch_size, generator, device):
     )
 
 
+# One sampler per declared action space.
+_SAMPLERS = {"discrete": _sample_discrete, "continuous": _sample_continuous}
+
+
 def continuous_log_pt(env: ContinuousEnv, policy: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """[B] exact log p_T(x) of points x [B, 2]: the log p_F of their unique trajectory."""
     states = env.initial_states(x.shape[0], x.device)
@@ -255,6 +264,45 @@ def continuous_log_pt(env: ContinuousEnv, policy: torch.nn.Module, x: torch.Tens
         total = total + policy.log_prob(features, x[:, t])
         states = env.step(states, x[:, t])
     return total
+
+
+@torch.no_grad()
+def sample_backward(
+    env: DiscreteEnv,
+    policy: torch.nn.Module,
+    terminal: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one trajectory into each of `terminal` [B, W] backwards, from x to s0, under the
+    policy's p_B (learned, or uniform over parents), and score it under both policies.
+
+    Returns:
+        (log_pf, log_pb): [B] float32 log p_F(tau) and log p_B(tau | x) of the drawn
+        trajectories (no gradient), so that exp(log_pf - log_pb) is an unbiased estimate
+        of p_T(x).
+    """
+    states = terminal
+    log_pf = torch.zeros(states.shape[0], device=states.device)
+    log_pb = torch.zeros_like(log_pf)
+    for _ in range(env.max_length):
+        mask = env.backward_mask(states)
+        rows = mask.any(-1).nonzero()[:, 0]
+        if rows.numel() == 0:
+            break
+        children, mask = states[rows], mask[rows]
+        if policy.learned_pb:
+            logits = policy.backward_logits(env.features(children))
+        else:
+            logits = torch.zeros(mask.shape, device=states.device)
+        step_log_pb = _masked_log_softmax(logits, mask)
+        backward = sample_categorical(step_log_pb, generator)
+        parents = env.backward_step(children, backward)
+        forward = env.forward_action(parents, children)
+        step_log_pf = _masked_log_softmax(policy(env.features(parents)), env.forward_mask(parents))
+        log_pb = log_pb.index_add(0, rows, step_log_pb.gather(1, backward[:, None])[:, 0])
+        log_pf = log_pf.index_add(0, rows, step_log_pf.gather(1, forward[:, None])[:, 0])
+        states = states.index_copy(0, rows, parents)
+    return log_pf, log_pb
 
 
 def sample_backward_uniform(

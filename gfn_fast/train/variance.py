@@ -102,6 +102,39 @@ def gradient_samples(
     return {cv: torch.stack(rows) for cv, rows in samples.items()}
 
 
+def check_request(
+    config: TrainConfig,
+    objectives: tuple[str, ...],
+    batch_sizes: tuple[int, ...],
+    repeats: int,
+    train_steps: int | None,
+) -> int:
+    """The checks of `measure`'s arguments (before any training); returns train_steps.
+
+    Raises:
+        ValueError: as `measure`.
+    """
+    if not objectives:
+        raise ValueError(f"objectives: expected at least one of {gf.OBJECTIVES}, got none")
+    for objective in objectives:
+        if objective not in gf.OBJECTIVES:
+            raise ValueError(f"objectives: expected names in {gf.OBJECTIVES}, got {objective!r}")
+    if not batch_sizes or min(batch_sizes) < 2:
+        raise ValueError(f"batch_sizes: expected sizes >= 2, got {tuple(batch_sizes)}")
+    if repeats < 2:
+        raise ValueError(f"repeats: expected >= 2 batches to estimate a variance, got {repeats}")
+    if config.epsilon > 0 or config.temperature != 1.0:
+        raise ValueError(
+            f"epsilon, temperature: the variance is measured on-policy, got "
+            f"epsilon={config.epsilon}, temperature={config.temperature}"
+        )
+    steps = resolve(config).steps
+    train_steps = round(TRAINED_FRACTION * steps) if train_steps is None else train_steps
+    if not 0 <= train_steps <= steps:
+        raise ValueError(f"train_steps: expected in [0, {steps}] (the schedule), got {train_steps}")
+    return train_steps
+
+
 def measure(
     config: TrainConfig,
     objectives: tuple[str, ...] = DEFAULT_OBJECTIVES,
@@ -130,24 +163,7 @@ def measure(
         ValueError: no or an unknown objective, a batch size < 2, repeats < 2, train_steps < 0,
             an off-policy config, or a bad config (see `trainer.resolve`).
     """
-    if not objectives:
-        raise ValueError(f"objectives: expected at least one of {gf.OBJECTIVES}, got none")
-    for objective in objectives:
-        if objective not in gf.OBJECTIVES:
-            raise ValueError(f"objectives: expected names in {gf.OBJECTIVES}, got {objective!r}")
-    if not batch_sizes or min(batch_sizes) < 2:
-        raise ValueError(f"batch_sizes: expected sizes >= 2, got {tuple(batch_sizes)}")
-    if repeats < 2:
-        raise ValueError(f"repeats: expected >= 2 batches to estimate a variance, got {repeats}")
-    if config.epsilon > 0 or config.temperature != 1.0:
-        raise ValueError(
-            f"epsilon, temperature: the variance is measured on-policy, got "
-            f"epsilon={config.epsilon}, temperature={config.temperature}"
-        )
-    steps = resolve(config).steps
-    train_steps = round(TRAINED_FRACTION * steps) if train_steps is None else train_steps
-    if not 0 <= train_steps <= steps:
-        raise ValueError(f"train_steps: expected in [0, {steps}] (the schedule), got {train_steps}")
+    train_steps = check_request(config, objectives, batch_sizes, repeats, train_steps)
     rows = []
     for objective in objectives:
         trainer = Trainer(replace(config, objective=objective, control_variate=None))

@@ -11,6 +11,7 @@ from gfn_fast.train import envs
 from gfn_fast.train.envs.base import unique_states
 from gfn_fast.train.policies import make_policy
 from gfn_fast.train.sampler import sample_backward_uniform, sample_trajectories
+from gfn_fast.train.trainer import TrainConfig
 from tests.train.brute_force import TINY_ENVS, trajectories
 
 DISCRETE_PRESETS = [
@@ -136,3 +137,34 @@ def test_make_rejects_unknown_names_and_presets():
         envs.make("grid")
     with pytest.raises(ValueError, match="preset: expected one of"):
         envs.make("sets", "huge")
+
+
+def test_declared_capabilities_decide_policies_sampling_and_metrics():
+    """Policies, sampler and trainer read what an env declares; nothing probes attributes."""
+    from gfn_fast.train.policies import DeepSet, GaussianMixturePolicy
+    from gfn_fast.train.trainer.evaluation import evaluation_for
+
+    class MembershipGrid(envs.HyperGrid):
+        feature_layout = "membership"  # one-hot features are a 0/1 vector too
+
+    with pytest.raises(ValueError, match="deep_set: needs membership features"):
+        make_policy(envs.HyperGrid(), deep_set=True)
+    assert isinstance(make_policy(MembershipGrid(), deep_set=True).forward_net, DeepSet)
+    continuous = make_policy(envs.make("banana"))
+    assert isinstance(continuous, GaussianMixturePolicy) and continuous.learned_pb is False
+    with pytest.raises(ValueError, match="learn_pb: Banana is a tree"):
+        make_policy(envs.make("banana"), learn_pb=True)
+    assert make_policy(envs.HyperGrid(), learn_pb=True).learned_pb is True
+
+    class TreeGrid(envs.HyperGrid):
+        is_tree = True  # declared: the sampler then reports p_B = 1
+
+    batch = sample_trajectories(TreeGrid(), make_policy(TreeGrid()), 4)
+    assert batch.log_pb is None
+    device = torch.device("cpu")
+    config = TrainConfig()
+    metrics = {
+        name: evaluation_for(envs.make(name, preset), config, device).metric
+        for name, preset in [("hypergrid", None), ("sets", "paper"), ("gmm", None)]
+    }
+    assert metrics == {"hypergrid": "exact_l1", "sets": "mc_l1", "gmm": "js"}

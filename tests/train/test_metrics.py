@@ -1,4 +1,5 @@
-"""Exact metrics against brute force, JS sanity, mode counting."""
+"""Exact metrics against brute force, the Monte Carlo L1 against the exact one, JS sanity,
+mode counting."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import pytest
 import torch
 
 from gfn_fast.train import envs
+from gfn_fast.train.envs.base import DiscreteEnv, unique_states
 from gfn_fast.train.metrics import (
     ModeTracker,
     exact_l1,
     exact_terminal_distribution,
     jensen_shannon,
+    monte_carlo_l1,
     target_distribution,
 )
 from gfn_fast.train.policies import make_policy
+from gfn_fast.train.sampler import sample_backward
 from tests.train.brute_force import TINY_ENVS, terminal_probabilities
 
 
@@ -81,3 +85,71 @@ def test_mode_tracker_counts_distinct_high_reward_states():
     terminal = env.terminal_states()
     assert tracker.update(terminal[:1]) == 0  # (0, 0) is not a mode
     assert tracker.update(torch.cat([terminal, terminal])) == 4  # the four R2 cells
+
+
+@pytest.mark.parametrize("name", list(TINY_ENVS))
+@pytest.mark.parametrize("learn_pb", [False, True], ids=["uniform-pb", "learned-pb"])
+def test_backward_importance_weights_are_unbiased_for_p_t(name, learn_pb):
+    """mean over tau ~ p_B(. | x) of p_F(tau) / p_B(tau | x) -> p_T(x), for every x."""
+    env = TINY_ENVS[name]()
+    if learn_pb and env.is_tree:
+        pytest.skip("trees have p_B = 1")
+    torch.manual_seed(0)
+    policy = make_policy(env, learn_pb=learn_pb)
+    with torch.no_grad():  # a sharp p_F: weights that vary along trajectories (a p_B at
+        for parameter in policy.forward_net.parameters():  # init scale covers them all)
+            parameter.mul_(3.0)
+    expected = terminal_probabilities(env, policy)
+    terminal = env.terminal_states()
+    draws = 10 if env.is_tree else 2000  # a tree's one trajectory has a constant weight
+    log_pf, log_pb = sample_backward(
+        env, policy, terminal.repeat_interleave(draws, 0), torch.Generator().manual_seed(1)
+    )
+    weights = torch.exp(log_pf.double() - log_pb.double()).view(-1, draws)
+    error = weights.std(1) / math.sqrt(draws)
+    want = torch.tensor([expected[int(c)] for c in env.state_code(terminal)], dtype=torch.float64)
+    assert ((weights.mean(1) - want).abs() <= 5 * error + 1e-5 * want).all()  # + float32
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0], ids=["uniform", "random"])
+def test_monte_carlo_l1_agrees_with_the_exact_l1(scale):
+    env = envs.make("sets", "small")
+    torch.manual_seed(0)
+    policy = make_policy(env)
+    with torch.no_grad():
+        for parameter in policy.parameters():
+            parameter.mul_(scale)
+    exact = exact_l1(env, policy)
+    estimate, error = monte_carlo_l1(env, policy, 2048, 16, torch.Generator().manual_seed(0))
+    assert 0 < error < 0.03
+    assert abs(estimate - exact) <= 4 * error
+
+
+def test_monte_carlo_l1_bias_shrinks_with_more_backward_samples():
+    """Far from the target, few backward samples underestimate p_T's spread; the plug-in
+    bias (documented in `monte_carlo_l1`) vanishes as backward_samples grows."""
+    env = envs.make("sets", "small")
+    torch.manual_seed(0)
+    policy = make_policy(env)
+    with torch.no_grad():
+        for parameter in policy.parameters():
+            parameter.mul_(3.0)
+    exact = exact_l1(env, policy)
+    gaps = [
+        exact - monte_carlo_l1(env, policy, 512, m, torch.Generator().manual_seed(0))[0]
+        for m in (1, 8, 64)
+    ]
+    assert gaps[0] > gaps[1] > gaps[2] and abs(gaps[2]) < 0.05
+
+
+@pytest.mark.parametrize("name", list(TINY_ENVS))
+def test_forward_actions_are_recovered_from_every_transition(name):
+    """Both the generic search of DiscreteEnv and each env's closed form."""
+    env = TINY_ENVS[name]()
+    frontier = env.initial_states(1)
+    while frontier.shape[0]:
+        parent, action, children = env.expand(frontier)
+        assert torch.equal(DiscreteEnv.forward_action(env, frontier[parent], children), action)
+        assert torch.equal(env.forward_action(frontier[parent], children), action)
+        children = unique_states(env, children)[0]
+        frontier = children[~env.is_terminal(children)]

@@ -15,9 +15,18 @@ class DiscreteEnv:
     """A GFlowNet over a finite DAG of states, stepped for a whole batch at once.
 
     Subclasses set `n_actions`, `n_backward_actions`, `max_length` (most forward steps of a
-    trajectory), `feature_dim`, `state_radix` (per state column, an upper bound on its
-    values plus one, used to give every state a unique int64 code) and `is_tree` (True when
-    each state has one parent, so p_B = 1), and implement the methods that raise below.
+    trajectory), `feature_dim` and `state_radix` (per state column, an upper bound on its
+    values plus one, used to give every state a unique int64 code), declare the capabilities
+    below where they differ from the defaults, and implement the methods that raise below.
+
+    Capabilities (declared, so that policies, the sampler and the trainer never probe):
+        action_space: "discrete" (masked categorical actions; `DiscretePolicy`).
+        is_tree: each state has one parent, so p_B = 1 (no learned p_B).
+        enumerable: the states are few enough to enumerate, so metrics are exact; False
+            for sizes that are not (the trainer then reports the Monte Carlo L1).
+        feature_layout: "flat" (any vector), "membership" (a 0/1 vector over a pool of
+            `feature_dim` elements: the input of a deep-set policy), or "forest" (states
+            are forests of trees, read by `ForestPolicy`).
     """
 
     n_actions: int
@@ -25,7 +34,10 @@ class DiscreteEnv:
     max_length: int
     feature_dim: int
     state_radix: tuple[int, ...]
+    action_space: str = "discrete"
     is_tree: bool = False
+    enumerable: bool = True
+    feature_layout: str = "flat"
 
     def initial_states(self, batch_size: int, device=None) -> torch.Tensor:
         """[batch_size, W] int64 copies of the initial state s0."""
@@ -50,6 +62,17 @@ class DiscreteEnv:
     def backward_action(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """[B] the backward action that undoes `actions` taken from `states`."""
         raise NotImplementedError
+
+    def forward_action(self, parents: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+        """[B] the forward action that leads from `parents` [B, W] to `children` [B, W].
+
+        Generic: tries every allowed action and matches state codes (B * n_actions steps);
+        environments override it with a closed form.
+        """
+        row, action = self.forward_mask(parents).nonzero(as_tuple=True)
+        reached = self.state_code(self.step(parents[row], action)) == self.state_code(children)[row]
+        taken = torch.full((parents.shape[0],), -1, dtype=torch.int64, device=parents.device)
+        return taken.index_put((row[reached],), action[reached])
 
     def is_terminal(self, states: torch.Tensor) -> torch.Tensor:
         """[B] bool: the state is a finished object x (no forward action left)."""
@@ -100,7 +123,16 @@ class DiscreteEnv:
         return unique_states(self, torch.cat(terminals))[0]
 
     def log_partition(self) -> float:
-        """Exact log Z = log sum_x R(x), by enumeration unless known in closed form."""
+        """Exact log Z = log sum_x R(x), by enumeration unless known in closed form.
+
+        Raises:
+            ValueError: the environment is not `enumerable` and has no closed form.
+        """
+        if not self.enumerable:
+            raise ValueError(
+                f"env: {type(self).__name__} with these sizes has too many states to "
+                "enumerate, and its log Z has no closed form"
+            )
         return float(torch.logsumexp(self.log_reward(self.terminal_states()).double(), 0))
 
 
@@ -120,12 +152,19 @@ class ContinuousEnv:
     Each x has exactly one trajectory, so p_B = 1 and p_T(x) = p_F(tau). Subclasses give a
     normalised target density (`log_reward`, log Z = 0), exact target samples, and the
     location/scale of the target per coordinate (used to initialise the policy).
+
+    Capabilities, as `DiscreteEnv` declares them: real-valued actions (a
+    `GaussianMixturePolicy`), a tree, not enumerable (the metric is Jensen-Shannon), and
+    features (x1, x2, one-hot of the coordinate written next).
     """
 
     dim: int = 2
     max_length: int = 2
     feature_dim: int = 4  # (x1, x2, one-hot step)
+    action_space: str = "continuous"
     is_tree: bool = True
+    enumerable: bool = False
+    feature_layout: str = "coordinates+next-coordinate"
     center: tuple[float, float]
     scale: tuple[float, float]
 

@@ -67,6 +67,9 @@ class HyperGrid(DiscreteEnv):
     def backward_action(self, states, actions):
         return actions
 
+    def forward_action(self, parents, children):
+        return (children - parents).argmax(-1)  # the one column that grew
+
     def is_terminal(self, states):
         return states[:, -1] == 1
 

@@ -68,6 +68,11 @@ class Phylogenetics(DiscreteEnv):
             positive and finite.
     """
 
+    # At most 353,522 forests (8 species): always enumerable. The policy reads the forest's
+    # trees (ForestPolicy), not a flat feature vector.
+    enumerable = True
+    feature_layout = "forest"
+
     def __init__(
         self, species: int = 7, sites: int = 25, mutation_rate: float = 0.3, seed: int = 0
     ):
@@ -96,7 +101,6 @@ class Phylogenetics(DiscreteEnv):
         self.max_length = species - 1
         self.feature_dim = species - 1
         self.state_radix = (2**species,) * (species - 1)
-        self.enumerable = True  # at most 353522 forests (8 species)
 
     def initial_states(self, batch_size, device=None):
         return self.forests.empty(batch_size, device)

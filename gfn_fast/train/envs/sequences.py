@@ -40,7 +40,6 @@ class Sequences(DiscreteEnv):
         self.max_length = length
         self.feature_dim = length * (alphabet + 1)
         self.state_radix = (alphabet + 1,) * length + (2,)
-        self.enumerable = True
 
     def initial_states(self, batch_size, device=None):
         return torch.zeros(batch_size, self.length + 1, dtype=torch.int64, device=device)

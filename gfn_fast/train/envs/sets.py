@@ -27,6 +27,8 @@ MAX_ENUMERATED_STATES = 2_000_000
 class Sets(DiscreteEnv):
     """States [B, D] int64 membership flags. Actions and backward actions: element index."""
 
+    feature_layout = "membership"
+
     def __init__(self, pool: int = 12, size: int = 6, scale: float = 1.0, seed: int = 0):
         if not 1 <= size <= pool:
             raise ValueError(f"size: expected 1 <= size <= pool = {pool}, got {size}")
@@ -61,6 +63,9 @@ class Sets(DiscreteEnv):
 
     def backward_action(self, states, actions):
         return actions
+
+    def forward_action(self, parents, children):
+        return (children - parents).argmax(-1)  # the one column that grew
 
     def is_terminal(self, states):
         return states.sum(-1) == self.size
