@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs gfn_fast with its native CPU kernels.
 #   bash scripts/install.sh         # the library, the trainer and the `gfn-fast` command
-#   bash scripts/install.sh test    # plus the test and benchmark tools and torchgfn
+#   bash scripts/install.sh test    # plus the test and benchmark tools, torchgfn, and the
+#                                   # emulated CUDA kernels (the cuda_emulated backend)
 #
 # torch: an installed torch that meets pyproject.toml's requirement (>= 2.6), CPU or CUDA
 # build, is kept. Without one, torch 2.13.0 is installed from PyTorch's CPU index (a plain
@@ -25,6 +26,8 @@ python -m pip install --quiet setuptools wheel pybind11 ninja numpy
 extras="train"
 if [ "${1:-}" = "test" ]; then
   extras="train,test,bench"
+  # The CUDA kernel sources also run on the CPU in the tests (docs/emulation.md).
+  export GFN_FAST_CUDA_EMULATION=1
 fi
 # --no-build-isolation: the extension must compile against the torch installed above.
 python -m pip install --quiet --no-build-isolation -e ".[${extras}]"
