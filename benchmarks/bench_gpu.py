@@ -169,8 +169,10 @@ def loss_case(batch: int, steps: int, device: str, seed: int = 0):
 
         return run
 
-    # Bytes the fused kernels must move: read both per-step inputs, write both gradients.
-    nbytes = 4 * batch * steps * 4
+    # Compulsory bytes: both per-step inputs read inside the segments, both [B, T] gradients
+    # written (zero on the padding), lengths and rewards read once.
+    inside = int(lengths.sum())
+    nbytes = 4 * 2 * inside + 4 * 2 * batch * steps + (8 + 4) * batch
     return loss_fn, step, nbytes
 
 
@@ -191,8 +193,12 @@ def logprob_case(batch: int, steps: int, num_actions: int, device: str, dtype, s
 
         return run
 
-    # Forward reads the logits, backward reads them again and writes the gradient.
-    nbytes = 3 * batch * steps * num_actions * logits.element_size()
+    # Compulsory bytes: the forward reads the logits of every step inside a segment and its
+    # action, the backward reads them again (it recomputes the softmax instead of storing it)
+    # and writes the whole [B, T, A] gradient; lengths are read once.
+    inside = int(lengths.sum())
+    row = num_actions * logits.element_size()
+    nbytes = 2 * inside * (row + 8) + batch * steps * row + 8 * batch
     return logprob_fn, step, nbytes
 
 

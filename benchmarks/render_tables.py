@@ -29,8 +29,30 @@ def _num(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
+def render_model(result: dict) -> str:
+    """A model's result file (benchmarks/gpu_model.py): modelled times, bytes and launches."""
+    lines = [
+        f"**A model, not a measurement.** {result['machine']}; commit {result['commit']}.",
+        "",
+        "| bench | shape | dtype | impl | MB moved | launches | ms, memory | ms, + launches |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['bench']} | {_shape(row['shape'])} | {row['dtype']} | {row['impl']} | "
+            f"{_num(row['bytes'] / 1e6)} | {row['launches']} | {_num(row['median_ms'])} | "
+            f"{_num(row['with_launches_ms'])} |"
+        )
+    lines += ["", "| ratio (modelled) | value |", "|---|---:|"]
+    for key, value in result["ratios"].items():
+        lines.append(f"| {key} | {_num(value)} |")
+    return "\n".join(lines) + "\n"
+
+
 def render(result: dict) -> str:
     """One result file as a markdown block: header line, timings table, ratios table."""
+    if result.get("model"):
+        return render_model(result)
     lines = [
         f"Machine: {result['machine']}; torch {result['torch']}; commit {result['commit']}; "
         f"{result['threads']} threads.",
