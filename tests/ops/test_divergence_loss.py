@@ -208,6 +208,19 @@ def test_opcheck(device):
     torch.library.opcheck(device.library.divergence_loss_fused, strided)
     c, d, e = device.op("divergence_loss_fused")(*args)[:3]
     offsets = torch.tensor([0, 3, 3, 7, 7, 8, 8, 8, 9, 9, 9, 9, 9], device=on)
+    strided_c = torch.stack([c, c], 1)[:, 0]  # non-contiguous coefficients
+    strided_args = (
+        torch.tensor(1.5, device=on),
+        strided_c,
+        d,
+        e,
+        None,
+        offsets,
+        [11],
+        torch.float32,
+        torch.float64,
+    )
+    torch.library.opcheck(device.library.divergence_loss_backward, strided_args)
     for pb_dtype in (torch.float32, None):
         backward_args = (
             torch.tensor(1.5, device=on),
