@@ -112,6 +112,15 @@ def test_dtypes(device, dtype, layout, index_dtype):
 
 
 # The device fixture holds no state between examples.
+@pytest.mark.parametrize("steps", [100, 300])
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_long_segments_and_many_blocks(device, steps, layout):
+    # Several warps per segment in the forward sums (T = 100: 2, T = 300: 8) and 2500
+    # trajectories: three blocks of the batch step.
+    data = step_batch(device, layout, torch.float32, 2500 if steps == 100 else 40, steps, 5)
+    compare_with_reference(("renyi", "loo", 0.5, *data), rtol=1e-4, atol=1e-6)
+
+
 @settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -171,6 +171,26 @@ def test_opcheck(device):
         torch.library.opcheck(getattr(device.library, name), args)
 
 
+def test_invalid_index_values_are_clamped(device):
+    # The ops do not check index values (the public functions do, docs: "invalid input"): on
+    # every device they clamp them and never read or write out of bounds.
+    on = device.torch_device
+    values = torch.randn(4, 6, device=on)
+    op = device.op("segment_sum")
+    wild = torch.tensor([9, -3, 6, 2], device=on)
+    assert torch.equal(op(values, wild, None), op(values, wild.clamp(0, 6), None))
+    flat = torch.randn(10, device=on)
+    beyond = torch.tensor([-2, 4, 13], device=on)
+    assert torch.equal(op(flat, None, beyond), op(flat, None, beyond.clamp(0, 10)))
+    grad = device.op("segment_sum_backward")(
+        torch.ones(2, device=on), None, beyond, [10], torch.float32
+    )
+    expected = device.op("segment_sum_backward")(
+        torch.ones(2, device=on), None, beyond.clamp(0, 10), [10], torch.float32
+    )
+    assert torch.equal(grad, expected)
+
+
 def test_bitwise_deterministic(device):
     values, lengths, offsets = layout_case(device, "packed", 300, 200, torch.float32, seed=9)
     first = device.op("segment_sum")(values, lengths, offsets)

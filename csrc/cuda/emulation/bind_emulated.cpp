@@ -34,15 +34,7 @@ struct EmulatedDevice {
   class Scope {
    public:
     explicit Scope(const char* op) : op_(op), start_(emu::traffic()) {}
-    ~Scope() {
-      const emu::Traffic now = emu::traffic();
-      emu::Traffic& total = op_traffic()[op_];
-      total.launches += now.launches - start_.launches;
-      total.bytes_read += now.bytes_read - start_.bytes_read;
-      total.bytes_written += now.bytes_written - start_.bytes_written;
-      total.sector_bytes_read += now.sector_bytes_read - start_.sector_bytes_read;
-      total.sector_bytes_written += now.sector_bytes_written - start_.sector_bytes_written;
-    }
+    ~Scope() { op_traffic()[op_] += emu::traffic() - start_; }
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
 
@@ -64,15 +56,20 @@ struct EmulatedDevice {
   }
 };
 
+// The counts of `t` as a dict, into `out`.
+void put_traffic(const emu::Traffic& t, pybind11::dict& out) {
+  out["launches"] = t.launches;
+  out["bytes_read"] = t.bytes_read;
+  out["bytes_written"] = t.bytes_written;
+  out["sector_bytes_read"] = t.sector_bytes_read;
+  out["sector_bytes_written"] = t.sector_bytes_written;
+}
+
 pybind11::dict traffic_by_op() {
   pybind11::dict out;
   for (const auto& [op, t] : op_traffic()) {
     pybind11::dict entry;
-    entry["launches"] = t.launches;
-    entry["bytes_read"] = t.bytes_read;
-    entry["bytes_written"] = t.bytes_written;
-    entry["sector_bytes_read"] = t.sector_bytes_read;
-    entry["sector_bytes_written"] = t.sector_bytes_written;
+    put_traffic(t, entry);
     out[pybind11::str(op)] = entry;
   }
   return out;
@@ -84,11 +81,7 @@ pybind11::dict selftest(const std::string& name, const std::vector<float>& input
   out["status"] = r.status;
   out["message"] = r.message;
   out["values"] = r.values;
-  out["launches"] = r.launches;
-  out["bytes_read"] = r.bytes_read;
-  out["bytes_written"] = r.bytes_written;
-  out["sector_bytes_read"] = r.sector_bytes_read;
-  out["sector_bytes_written"] = r.sector_bytes_written;
+  put_traffic(r.traffic, out);
   return out;
 }
 

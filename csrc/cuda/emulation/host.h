@@ -23,6 +23,22 @@ struct Traffic {
 
 Traffic traffic();
 
+// What happened between two readings of traffic(), and running totals of such.
+inline Traffic operator-(const Traffic& a, const Traffic& b) {
+  return {a.launches - b.launches, a.bytes_read - b.bytes_read, a.bytes_written - b.bytes_written,
+          a.sector_bytes_read - b.sector_bytes_read,
+          a.sector_bytes_written - b.sector_bytes_written};
+}
+
+inline Traffic& operator+=(Traffic& a, const Traffic& b) {
+  a.launches += b.launches;
+  a.bytes_read += b.bytes_read;
+  a.bytes_written += b.bytes_written;
+  a.sector_bytes_read += b.sector_bytes_read;
+  a.sector_bytes_written += b.sector_bytes_written;
+  return a;
+}
+
 // "kernel K, block (x, y, z), thread (x, y, z): what went wrong" for the last failed launch
 // on this thread (empty when none failed).
 const std::string& last_error_message();

@@ -2,9 +2,10 @@
 // results or reported misuse the tests check.
 #pragma once
 
-#include <cstdint>
 #include <string>
 #include <vector>
+
+#include "cuda/emulation/host.h"
 
 namespace gfn_fast {
 namespace emu {
@@ -13,11 +14,7 @@ struct SelftestResult {
   int status = 0;             // cudaError_t of the launch
   std::string message;        // the runtime's report when status != 0
   std::vector<float> values;  // the kernel's output
-  uint64_t launches = 0;
-  uint64_t bytes_read = 0;
-  uint64_t bytes_written = 0;
-  uint64_t sector_bytes_read = 0;
-  uint64_t sector_bytes_written = 0;
+  Traffic traffic;            // of this test's launches
 };
 
 // Runs the self-test kernel `name` on `input` (`arg`: a width, an offset or a grid size, by

@@ -233,12 +233,7 @@ SelftestResult finish(cudaError_t status, std::vector<float> values, const Traff
   r.status = static_cast<int>(status);
   r.message = status == cudaSuccess ? "" : last_error_message();
   r.values = std::move(values);
-  const Traffic after = traffic();
-  r.launches = after.launches - before.launches;
-  r.bytes_read = after.bytes_read - before.bytes_read;
-  r.bytes_written = after.bytes_written - before.bytes_written;
-  r.sector_bytes_read = after.sector_bytes_read - before.sector_bytes_read;
-  r.sector_bytes_written = after.sector_bytes_written - before.sector_bytes_written;
+  r.traffic = traffic() - before;
   return r;
 }
 
