@@ -86,8 +86,9 @@ INDEX_DTYPES = (torch.int32, torch.int64)
 
 # The tolerance table: (rtol, atol) per kind of output and input dtype. Both sides read the
 # same inputs; only the order of accumulation differs ("sum": accumulation-dtype sums and
-# log-probabilities; "grad": gradients in the input dtype; "coef": the float64 batch step's
-# coefficients rounded to the output dtype).
+# log-probabilities; "grad": gradients in the input dtype; "coef": the batch step's
+# coefficients, float64 math on every device in another order of summation, rounded to the
+# output dtype: rtol, with atol = rtol times (1 + the largest magnitude)).
 TOLERANCES = {
     "sum": {
         torch.float64: (1e-12, 1e-12),
@@ -102,8 +103,8 @@ TOLERANCES = {
         torch.float16: (2e-3, 1e-4),
     },
     "coef": {
-        torch.float64: (1e-12, 1e-13),
-        torch.float32: (1e-5, 1e-6),
+        torch.float64: (1e-12, None),
+        torch.float32: (2e-6, None),
     },
 }
 

@@ -47,8 +47,19 @@ def test_parity(device, dtype, index_dtype, layout):
 
 
 # (B, T): one to eight warps per segment (T around 64, 128, 256 steps per warp), long
-# segments over many iterations, and many blocks of short segments.
-SHAPES = [(37, 40), (37, 100), (37, 200), (37, 300), (3, 20_000), (1030, 5)]
+# segments over many iterations, many blocks of short segments, and both sides of the
+# 16384 warps beyond which a segment of 64 or more steps gets no more warps (B = 8000 and
+# 8200 at T = 128: four and two warps per segment).
+SHAPES = [
+    (37, 40),
+    (37, 100),
+    (37, 200),
+    (37, 300),
+    (3, 20_000),
+    (1030, 5),
+    (8000, 128),
+    (8200, 128),
+]
 
 
 @pytest.mark.parametrize(("batch", "steps"), SHAPES)
