@@ -20,7 +20,9 @@ if python -c "import sys, torch; from torch.torch_version import TorchVersion as
 else
   index=${GFN_FAST_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
   echo "install.sh: installing torch 2.13.0 from $index"
-  python -m pip install --quiet torch==2.13.0 --index-url "$index"
+  # One retry: where the index cannot be reached (a machine with a local wheel mirror), pip
+  # falls back to the configured sources quickly.
+  python -m pip install --quiet --retries 1 torch==2.13.0 --index-url "$index"
 fi
 python -m pip install --quiet setuptools wheel pybind11 ninja numpy
 extras="train"
