@@ -1,170 +1,32 @@
-// The emulated CUDA runtime (runtime.h): launches, the fiber scheduler, barriers and warp
-// shuffles, per-block shared memory with its checks, launch errors, and the global-memory
-// traffic counters fed by the kernel objects' -fsanitize=thread instrumentation.
+// The emulated CUDA runtime (runtime.h): launches, the fiber scheduler, barriers, warp
+// shuffles, grid synchronisation and launch errors. Shared memory is in shared_memory.cpp,
+// the traffic counters in traffic.cpp.
 //
 // A launch runs on the calling thread. Its threads are fibers; a scheduling round runs every
 // runnable fiber until it blocks (at a barrier or shuffle) or exits, then the waits that can
 // complete are resolved. A round in which nothing can complete is a deadlock. Every misuse
 // is reported through the launch status and last_error_message(), and the launch stops.
 #include <algorithm>
-#include <array>
 #include <cstdio>
-#include <deque>
-#include <memory>
 #include <sstream>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
-#include "cuda/emulation/fiber.h"
 #include "cuda/emulation/host.h"
-#include "cuda/emulation/runtime.h"
+#include "cuda/emulation/state.h"
+#include "cuda/emulation/traffic.h"
 
 namespace gfn_fast {
 namespace emu {
-
-namespace {
-
-enum class Wait { kRunnable, kBarrier, kGridSync, kShuffle, kExited };
-
-struct Block;
-
-struct Thread {
-  Fiber fiber;
-  Block* block = nullptr;
-  uint3 index{};
-  int linear = 0;
-  Wait wait = Wait::kRunnable;
-  bool counting = false;
-  // Where the thread waits.
-  const char* file = "";
-  int line = 0;
-  // Its pending shuffle.
-  Shuffle kind = Shuffle::kIdx;
-  unsigned mask = 0;
-  uint64_t payload = 0;
-  uint64_t result = 0;
-  int arg = 0;
-  int width = kWarpSize;
-};
-
-constexpr int kNoThread = -1;
-constexpr int kSeveralThreads = -2;
-
-// Per element of a shared array: who wrote and read it since the block's last barrier.
-struct Shadow {
-  int writer = kNoThread;
-  int reader = kNoThread;
-  int64_t write_epoch = -1;
-  int64_t read_epoch = -1;
-  bool written = false;
-};
-
-}  // namespace
-
-struct SharedSlot {
-  const void* declaration = nullptr;
-  size_t element_size = 0;
-  int64_t count = 0;
-  std::vector<unsigned char> data;
-  std::vector<Shadow> shadow;
-};
-
-namespace {
-
-struct Block {
-  uint3 index{};
-  int64_t epoch = 0;  // barriers completed so far
-  std::vector<Thread*> threads;
-  std::deque<SharedSlot> slots;  // deque: pointers stay valid as slots are added
-};
-
-struct Launch {
-  LaunchConfig config;
-  void (*thread_main)(void*) = nullptr;
-  void* closure = nullptr;
-  int threads_per_block = 0;
-  std::vector<Block> blocks;
-  cudaError_t status = cudaSuccess;
-  std::string message;
-};
-
-// The state of the OS thread that runs launches.
-struct Worker {
-  std::vector<std::unique_ptr<Thread>> pool;  // fibers and their stacks, reused
-  Launch* launch = nullptr;
-  Thread* current = nullptr;
-  cudaError_t last_error = cudaSuccess;
-  std::string last_message;
-  uint64_t launches = 0;
-};
-
-Worker& worker() {
-  static thread_local Worker w;
-  return w;
-}
-
-// The distinct 32-byte sectors one launch touches: a bitmap per 4 KiB page.
-class SectorSet {
- public:
-  void touch(uintptr_t address, uint64_t bytes) {
-    const uintptr_t last = (address + bytes - 1) >> kSectorBits;
-    for (uintptr_t sector = address >> kSectorBits; sector <= last; ++sector) {
-      const uintptr_t page = sector >> kSectorsPerPageBits;
-      if (page != cached_page_) {
-        cached_page_ = page;
-        cached_ = &pages_[page];
-      }
-      const uintptr_t bit = sector & ((uintptr_t{1} << kSectorsPerPageBits) - 1);
-      uint64_t& word = (*cached_)[bit / 64];
-      const uint64_t mask = uint64_t{1} << (bit % 64);
-      if (!(word & mask)) {
-        word |= mask;
-        ++count_;
-      }
-    }
-  }
-  // The sectors' bytes since the last take(); forgets them.
-  uint64_t take() {
-    const uint64_t bytes = count_ << kSectorBits;
-    pages_.clear();
-    cached_page_ = ~uintptr_t{0};
-    count_ = 0;
-    return bytes;
-  }
-
- private:
-  static constexpr int kSectorBits = 5;           // 32-byte sectors
-  static constexpr int kSectorsPerPageBits = 7;   // 128 per 4 KiB page
-  std::unordered_map<uintptr_t, std::array<uint64_t, 2>> pages_;
-  uintptr_t cached_page_ = ~uintptr_t{0};
-  std::array<uint64_t, 2>* cached_ = nullptr;
-  uint64_t count_ = 0;
-};
-
-// Read by the instrumentation callbacks on every kernel memory access: plain thread-locals.
-thread_local bool t_counting = false;
-thread_local uintptr_t t_stack_low = 0;
-thread_local uint64_t t_bytes_read = 0;
-thread_local uint64_t t_bytes_written = 0;
-thread_local uint64_t t_sector_bytes_read = 0;
-thread_local uint64_t t_sector_bytes_written = 0;
-
-SectorSet& read_sectors() {
-  static thread_local SectorSet sectors;
-  return sectors;
-}
-
-SectorSet& written_sectors() {
-  static thread_local SectorSet sectors;
-  return sectors;
-}
 
 std::string describe(const uint3& v) {
   std::ostringstream out;
   out << "(" << v.x << ", " << v.y << ", " << v.z << ")";
   return out.str();
 }
+
+namespace {
+
 
 std::string where(const char* file, int line) {
   std::string f = file;
@@ -237,31 +99,18 @@ void fail_launch(Launch& launch, cudaError_t status, const Thread* thread,
 }
 
 void switch_to_scheduler(Thread& t) {
-  t.counting = t_counting;
-  t_counting = false;
+  t.counting = counting();
+  set_counting(false, 0);
   Fiber::switch_to(t.fiber, Fiber::of_this_thread());
 }
 
-// Stops the calling fiber for good after recording an error (called from kernel code).
-[[noreturn]] void fail_here(cudaError_t status, const std::string& what) {
-  Worker& w = worker();
-  Thread& t = *w.current;
-  fail_launch(*w.launch, status, &t, what);
-  t.wait = Wait::kExited;
-  t_counting = false;
-  t.counting = false;
-  Fiber::switch_to(t.fiber, Fiber::of_this_thread());
-  __builtin_unreachable();
-}
-
-Thread& current_thread() { return *worker().current; }
 
 void thread_entry(void* arg) {
   Thread& t = *static_cast<Thread*>(arg);
   Launch& launch = *worker().launch;
   launch.thread_main(launch.closure);
   t.wait = Wait::kExited;
-  t_counting = false;
+  set_counting(false, 0);
   t.counting = false;
   Fiber::switch_to(t.fiber, Fiber::of_this_thread());
   __builtin_unreachable();
@@ -269,10 +118,9 @@ void thread_entry(void* arg) {
 
 void run_fiber(Worker& w, Thread& t) {
   w.current = &t;
-  t_stack_low = t.fiber.stack_low();
-  t_counting = t.counting;
+  set_counting(t.counting, t.fiber.stack_low());
   Fiber::switch_to(Fiber::of_this_thread(), t.fiber);
-  t_counting = false;
+  set_counting(false, 0);
   w.current = nullptr;
 }
 
@@ -564,6 +412,28 @@ cudaError_t validate(const LaunchConfig& config, int threads, std::string& why) 
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
+// state.h
+// ---------------------------------------------------------------------------------------
+
+Worker& worker() {
+  static thread_local Worker w;
+  return w;
+}
+
+Thread& current_thread() { return *worker().current; }
+
+void fail_here(cudaError_t status, const std::string& what) {
+  Worker& w = worker();
+  Thread& t = *w.current;
+  fail_launch(*w.launch, status, &t, what);
+  t.wait = Wait::kExited;
+  set_counting(false, 0);
+  t.counting = false;
+  Fiber::switch_to(t.fiber, Fiber::of_this_thread());
+  __builtin_unreachable();
+}
+
+// ---------------------------------------------------------------------------------------
 // runtime.h
 // ---------------------------------------------------------------------------------------
 
@@ -607,92 +477,6 @@ uint64_t warp_shuffle(Shuffle kind, unsigned mask, uint64_t payload, int arg, in
   return t.result;
 }
 
-SharedSlot* shared_slot(const void* declaration, size_t element_size, int64_t count) {
-  Block& block = *current_thread().block;
-  for (SharedSlot& slot : block.slots) {
-    if (slot.declaration == declaration) return &slot;
-  }
-  SharedSlot& slot = block.slots.emplace_back();
-  slot.declaration = declaration;
-  slot.element_size = element_size;
-  slot.count = count;
-  slot.data.assign(element_size * static_cast<size_t>(count), 0xff);
-  slot.shadow.assign(static_cast<size_t>(count), Shadow{});
-  return &slot;
-}
-
-namespace {
-
-std::string element_of(const SharedSlot& slot, int64_t index) {
-  return "element " + std::to_string(index) + " of a shared array of " +
-         std::to_string(slot.count) + " elements of " + std::to_string(slot.element_size) +
-         " bytes";
-}
-
-void check_bounds(const SharedSlot& slot, int64_t index, const char* access) {
-  if (index < 0 || index >= slot.count) {
-    fail_here(cudaErrorIllegalAddress, std::string("shared-memory ") + access +
-                                           " out of bounds: " + element_of(slot, index));
-  }
-}
-
-std::string thread_name(const Block& block, int linear) {
-  if (linear == kSeveralThreads) return "several threads";
-  return "thread " + describe(block.threads[static_cast<size_t>(linear)]->index);
-}
-
-}  // namespace
-
-void shared_read(SharedSlot* slot, int64_t index, void* out) {
-  check_bounds(*slot, index, "read");
-  Thread& t = current_thread();
-  const Block& block = *t.block;
-  Shadow& s = slot->shadow[static_cast<size_t>(index)];
-  if (!s.written) {
-    fail_here(cudaErrorLaunchFailure,
-              "reads " + element_of(*slot, index) +
-                  " before any thread of the block wrote it (a missing __syncthreads()?)");
-  }
-  if (s.write_epoch == block.epoch && s.writer != t.linear) {
-    fail_here(cudaErrorLaunchFailure,
-              "shared-memory race: " + element_of(*slot, index) + " was written by " +
-                  thread_name(block, s.writer) +
-                  " and is read by this thread with no __syncthreads() between");
-  }
-  if (s.read_epoch != block.epoch) {
-    s.read_epoch = block.epoch;
-    s.reader = t.linear;
-  } else if (s.reader != t.linear) {
-    s.reader = kSeveralThreads;
-  }
-  std::memcpy(out, slot->data.data() + static_cast<size_t>(index) * slot->element_size,
-              slot->element_size);
-}
-
-void shared_write(SharedSlot* slot, int64_t index, const void* value) {
-  check_bounds(*slot, index, "write");
-  Thread& t = current_thread();
-  const Block& block = *t.block;
-  Shadow& s = slot->shadow[static_cast<size_t>(index)];
-  if (s.write_epoch == block.epoch && s.writer != t.linear) {
-    fail_here(cudaErrorLaunchFailure, "shared-memory race: " + element_of(*slot, index) +
-                                          " was written by " + thread_name(block, s.writer) +
-                                          " and is written again by this thread with no "
-                                          "__syncthreads() between");
-  }
-  if (s.read_epoch == block.epoch && s.reader != t.linear) {
-    fail_here(cudaErrorLaunchFailure, "shared-memory race: " + element_of(*slot, index) +
-                                          " was read by " + thread_name(block, s.reader) +
-                                          " and is overwritten by this thread with no "
-                                          "__syncthreads() between");
-  }
-  s.writer = t.linear;
-  s.write_epoch = block.epoch;
-  s.written = true;
-  std::memcpy(slot->data.data() + static_cast<size_t>(index) * slot->element_size, value,
-              slot->element_size);
-}
-
 void check_aligned(const void* address, size_t alignment, bool store) {
   if (reinterpret_cast<uintptr_t>(address) % alignment == 0) return;
   std::ostringstream out;
@@ -702,8 +486,9 @@ void check_aligned(const void* address, size_t alignment, bool store) {
 }
 
 void enter_kernel_code() {
-  current_thread().counting = true;
-  t_counting = true;
+  Thread& t = current_thread();
+  t.counting = true;
+  set_counting(true, t.fiber.stack_low());
 }
 
 cudaError_t launch(const LaunchConfig& config, void (*thread_main)(void*), void* closure) {
@@ -718,7 +503,6 @@ cudaError_t launch(const LaunchConfig& config, void (*thread_main)(void*), void*
   if (launch.status != cudaSuccess) {
     launch.message = "kernel " + kernel_label(config.kernel) + ": invalid launch: " + why;
   } else {
-    ++w.launches;
     const dim3& g = config.grid;
     launch.blocks.resize(static_cast<size_t>(g.x) * g.y * g.z);
     for (size_t i = 0; i < launch.blocks.size(); ++i) {
@@ -739,8 +523,7 @@ cudaError_t launch(const LaunchConfig& config, void (*thread_main)(void*), void*
       }
     }
     w.launch = outer;
-    t_sector_bytes_read += read_sectors().take();
-    t_sector_bytes_written += written_sectors().take();
+    end_launch_traffic();
   }
   if (launch.status != cudaSuccess) {
     w.last_error = launch.status;
@@ -752,16 +535,6 @@ cudaError_t launch(const LaunchConfig& config, void (*thread_main)(void*), void*
 // ---------------------------------------------------------------------------------------
 // host.h
 // ---------------------------------------------------------------------------------------
-
-Traffic traffic() {
-  Traffic t;
-  t.launches = worker().launches;
-  t.bytes_read = t_bytes_read;
-  t.bytes_written = t_bytes_written;
-  t.sector_bytes_read = t_sector_bytes_read;
-  t.sector_bytes_written = t_sector_bytes_written;
-  return t;
-}
 
 const std::string& last_error_message() { return worker().last_message; }
 
@@ -793,41 +566,4 @@ const char* cudaGetErrorString(cudaError_t error) {
       return "too many blocks in cooperative launch";
   }
   return "unknown error";
-}
-
-// ---------------------------------------------------------------------------------------
-// The -fsanitize=thread callbacks of the kernel objects: global-memory traffic. Accesses to
-// the running fiber's own stack (locals, spills) are not global memory.
-// ---------------------------------------------------------------------------------------
-namespace {
-
-inline void count(const void* address, uint64_t bytes, bool write) {
-  if (!gfn_fast::emu::t_counting) return;
-  const uintptr_t a = reinterpret_cast<uintptr_t>(address);
-  if (a - gfn_fast::emu::t_stack_low < gfn_fast::emu::Fiber::kStackBytes) return;
-  (write ? gfn_fast::emu::t_bytes_written : gfn_fast::emu::t_bytes_read) += bytes;
-  (write ? gfn_fast::emu::written_sectors() : gfn_fast::emu::read_sectors()).touch(a, bytes);
-}
-
-}  // namespace
-
-extern "C" {
-void __tsan_init() {}
-void __tsan_func_entry(void*) {}
-void __tsan_func_exit() {}
-void __tsan_vptr_read(void**) {}
-void __tsan_vptr_update(void**, void*) {}
-#define GFN_EMU_ACCESS(bytes)                                                        \
-  void __tsan_read##bytes(void* a) { count(a, bytes, false); }                       \
-  void __tsan_write##bytes(void* a) { count(a, bytes, true); }                       \
-  void __tsan_unaligned_read##bytes(void* a) { count(a, bytes, false); }             \
-  void __tsan_unaligned_write##bytes(void* a) { count(a, bytes, true); }
-GFN_EMU_ACCESS(1)
-GFN_EMU_ACCESS(2)
-GFN_EMU_ACCESS(4)
-GFN_EMU_ACCESS(8)
-GFN_EMU_ACCESS(16)
-#undef GFN_EMU_ACCESS
-void __tsan_read_range(void* a, unsigned long size) { count(a, size, false); }
-void __tsan_write_range(void* a, unsigned long size) { count(a, size, true); }
 }
