@@ -135,7 +135,9 @@ def rollout(
     behaviour = _Behaviour(epsilon, temperature)
     with torch.no_grad():
         if env.action_space == "continuous":
-            return _rollout_continuous(env, policy, batch_size, generator, layout, keep_graph, device)
+            return _rollout_continuous(
+                env, policy, batch_size, generator, layout, keep_graph, device
+            )
         return _rollout_discrete(
             env, policy, batch_size, generator, behaviour, layout, keep_graph, device
         )
@@ -163,8 +165,9 @@ def _rollout_discrete(env, policy, batch_size, generator, behaviour, layout, kee
     states = env.initial_states(batch_size, device)
     start = env.initial_states(1, device)
     active = ~env.is_terminal(states)
-    # Packed: the running trajectories' ids (rows of the batch), kept compact.
+    # Packed: the running trajectories' ids (rows of the batch) and states, kept compact.
     rows = active.nonzero().view(-1) if packed else None
+    running = states.index_select(0, rows) if packed else None
     log_behavior = torch.zeros(batch_size, device=device) if behaviour.off_policy else None
     # All the noise at once: one draw instead of one per step (padded and packed alike).
     noise = gumbel_noise((env.max_length, batch_size, env.n_actions), generator, device)
@@ -173,7 +176,7 @@ def _rollout_discrete(env, policy, batch_size, generator, behaviour, layout, kee
         if packed:
             if rows.numel() == 0:
                 break
-            parents = states.index_select(0, rows) if t == 0 else running
+            parents = running
             step_noise = noise[t].index_select(0, rows)
         else:
             parents = torch.where(active[:, None], states, start)

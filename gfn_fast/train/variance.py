@@ -184,7 +184,7 @@ def measure(
                     alpha=config.alpha,
                     normalization=config.normalization,
                     log_z=trainer.log_z,
-                    layout=config.layout,
+                    layout=trainer.config.layout,
                 )
                 for cv, gradients in samples.items():
                     rows.append(
