@@ -59,9 +59,9 @@ RESULTS = Path(__file__).parent / "results" / "e2e.json"
 PROFILE = Path(__file__).parent / "results" / "e2e_profile.txt"
 # gfn_fast variants: TrainConfig settings beside the shared ones.
 VARIANTS = {
-    "fp32": {"precision": "fp32"},
+    "fp32": {"precision": "fp32", "keep_graph": False},
     "fp32_keep_graph": {"precision": "fp32", "keep_graph": True},
-    "bf16": {"precision": "bf16"},
+    "bf16": {"precision": "bf16", "keep_graph": False},
     "bf16_keep_graph": {"precision": "bf16", "keep_graph": True},
 }
 

@@ -164,7 +164,8 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="keep the rollout's autograd graph of p_F instead of one batched forward "
-        "after a no-grad rollout (same estimator and samples)",
+        "after a no-grad rollout (same estimator and samples; default: on in fp32 from "
+        "batch 512, where it measured faster)",
     )
     add(
         "--precision",

@@ -29,6 +29,9 @@ class TrainConfig:
         steps, no host sync); None: "packed" on CPU, "padded" on CUDA.
     keep_graph: keep the autograd graph of the rollout's per-step p_F outputs instead of a
         no-grad rollout and one batched forward of p_F (same estimator, same samples).
+        None: chosen by measurement (README, "Benchmarks"): True in fp32 at batch sizes
+        from KEEP_GRAPH_FROM_BATCH on (it saves a forward of p_F), False otherwise (in bf16
+        the per-step graphs cost more than the forward they save).
     precision: "fp32", or "bf16" (autocast of the policy networks; log-softmax and the loss
         stay float32).
     compile: torch.compile the policy networks and the loss with `compile_backend`.
@@ -64,7 +67,7 @@ class TrainConfig:
     mc_samples: int = 512
     mc_backward_samples: int = 64
     layout: str | None = None
-    keep_graph: bool = False
+    keep_graph: bool | None = None
     precision: str = "fp32"
     threads: int = 1
     device: str = "cpu"
@@ -88,6 +91,10 @@ ENV_DEFAULTS = {
 # Settings a resumed run may change: they change how the run executes or how long it
 # goes on, not what it computes. Any other change would make it another run.
 RESUMABLE_CHANGES = ("steps", "eval_every", "threads", "compile", "compile_backend", "keep_graph")
+
+# The batch size from which the graph-keeping rollout measured faster in fp32 (1.1x at 1024,
+# within noise of the no-grad rollout at 128; HyperGrid 8x8, 2 x 256 MLPs, one thread).
+KEEP_GRAPH_FROM_BATCH = 512
 
 # The one seed range whose shard streams never collide (see `shard_seed`).
 SEED_LIMIT = 2**32
@@ -126,6 +133,10 @@ def resolve(config: TrainConfig) -> TrainConfig:
     if config.layout is None:
         filled["layout"] = "padded" if _is_cuda(config.device) else "packed"
     config = replace(config, **filled)
+    if config.keep_graph is None:
+        fp32 = config.precision == "fp32"
+        large = isinstance(config.batch_size, int) and config.batch_size >= KEEP_GRAPH_FROM_BATCH
+        config = replace(config, keep_graph=fp32 and large)
     _check_types(config)
     for name in _POSITIVE_INTS:
         if getattr(config, name) < 1:
@@ -184,7 +195,7 @@ def _check_types(config: TrainConfig) -> None:
             expected, ok = "a string or None", value is None or isinstance(value, str)
         elif field.name in _STRINGS:
             expected, ok = "a string", isinstance(value, str)
-        elif isinstance(field.default, bool):
+        elif isinstance(field.default, bool) or field.name == "keep_graph":
             expected, ok = "True or False", isinstance(value, bool)
         elif field.name in _POSITIVE_INTS or field.name in ("seed", "mc_samples"):
             expected, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
