@@ -53,7 +53,7 @@ def render(result: dict) -> str:
 
 
 def _spread(value) -> str:
-    """"median (min-max)" of a benchmark's {"median", "min", "max"}, or one number."""
+    """ "median (min-max)" of a benchmark's {"median", "min", "max"}, or one number."""
     if value is None:
         return "-"
     if isinstance(value, dict):
