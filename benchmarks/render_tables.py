@@ -66,11 +66,49 @@ def render(result: dict) -> str:
             f"{_num(row['median_ms'])} | {_num(row.get('gbps'))} | "
             f"{_num(row.get('peak_mem_mb'))} |"
         )
+    lines += _training_table(result)
     if result.get("ratios"):
         lines += ["", "| ratio | value |", "|---|---:|"]
         for key, value in result["ratios"].items():
             lines.append(f"| {key} | {_num(value)} |")
     return "\n".join(lines) + "\n"
+
+
+def _spread(value) -> str:
+    """ "median (min-max)" of a benchmark's {"median", "min", "max"}, or one number."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return f"{_num(value['median'])} ({_num(value['min'])}-{_num(value['max'])})"
+    return _num(value)
+
+
+def _training_table(result: dict) -> list[str]:
+    """End-to-end training rows (trajectories/s, seconds to target, step / floor over
+    seeds), and the final L1 per seed, where a result file has them."""
+    rows = [row for row in result["rows"] if "trajectories_per_s" in row]
+    lines = []
+    if rows:
+        lines += [
+            "",
+            "| batch | impl | trajectories/s | s to target L1 | step / floor |",
+            "|---:|---|---:|---:|---:|",
+        ]
+        for row in rows:
+            lines.append(
+                f"| {row['shape'].get('batch', '-')} | {row['impl']} | "
+                f"{_spread(row['trajectories_per_s'])} | "
+                f"{_spread(row.get('seconds_to_target'))} | "
+                f"{_spread(row.get('step_vs_floor'))} |"
+            )
+    for batch, seeds in result.get("final_l1", {}).items():
+        impls = [key for key in seeds[0] if key not in ("seed", "steps")]
+        lines += ["", f"Final exact L1 at batch {batch} after {seeds[0]['steps']} steps:", ""]
+        lines += ["| seed | " + " | ".join(impls) + " |", "|---:|" + "---:|" * len(impls)]
+        for seed in seeds:
+            values = " | ".join(_num(seed[impl]) for impl in impls)
+            lines.append(f"| {seed['seed']} | {values} |")
+    return lines
 
 
 def load_all(directory: str = RESULTS) -> dict[str, dict]:

@@ -154,8 +154,24 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--layout",
-        choices=("padded", "packed"),
-        help=f"per-step layout of the loss inputs (default: {_default('layout')})",
+        choices=("packed", "padded"),
+        help="rollout and batched pass over the running trajectories only, one host sync a "
+        "step (packed), or over all rows for max_length steps, no sync (padded) (default: "
+        "packed on CPU, padded on CUDA)",
+    )
+    add(
+        "--keep-graph",
+        action="store_true",
+        default=None,
+        help="keep the rollout's autograd graph of p_F instead of one batched forward "
+        "after a no-grad rollout (same estimator and samples; default: on in fp32 from "
+        "batch 512, where it measured faster)",
+    )
+    add(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help=f"policy networks in fp32 or bf16 autocast; log-softmax and loss stay fp32 "
+        f"(default: {_default('precision')})",
     )
     add(
         "--threads",

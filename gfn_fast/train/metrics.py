@@ -18,6 +18,7 @@ import math
 import torch
 
 from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv, unique_states
+from gfn_fast.train.rollout import rollout
 from gfn_fast.train.sampler import continuous_log_pt, sample_backward, sample_trajectories
 
 # Frontier rows evaluated by the policy at once: bounds memory on large levels.
@@ -111,7 +112,7 @@ def monte_carlo_l1(
             f"samples, backward_samples: expected >= 2 and >= 1, got {samples}, {backward_samples}"
         )
     log_pi_offset = env.log_partition()
-    x = sample_trajectories(env, policy, samples, generator=generator).terminal
+    x = rollout(env, policy, samples, generator=generator).terminal
     log_pf, log_pb = sample_backward(
         env, policy, x.repeat_interleave(backward_samples, 0), generator
     )
@@ -135,7 +136,7 @@ def jensen_shannon(
     the only error is Monte Carlo: JS = (E_p[log p/m] + E_q[log q/m]) / 2, m = (p + q) / 2.
     """
     batch = sample_trajectories(env, policy, samples, generator=generator)
-    log_p_at_p = batch.log_pf.sum(1)
+    log_p_at_p = batch.log_pf
     log_q_at_p = batch.log_reward
     x = env.sample_target(samples, generator).to(log_p_at_p.device)
     log_p_at_q = continuous_log_pt(env, policy, x)

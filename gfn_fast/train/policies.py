@@ -127,16 +127,26 @@ class GaussianMixturePolicy(nn.Module):
             output.bias[components : 2 * components] = torch.linspace(-1.5, 1.5, components)
             output.bias[2 * components :] = math.log(0.5)
 
-    def _parameters_at(self, features: torch.Tensor):
-        logits, means, log_stds = self.net(features).chunk(3, -1)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, F] features -> [B, 3 * components] the network's raw output, read by
+        `log_prob_of` and `sample_of` (the rollout runs the network once per step, the
+        batched pass once over every visited state)."""
+        return self.net(features)
+
+    def _mixture(self, output: torch.Tensor, features: torch.Tensor):
+        # float32 from here on: under bf16 autocast only the network runs in bf16.
+        logits, means, log_stds = output.float().chunk(3, -1)
         coordinate = features[:, -2:].argmax(-1)  # the env's one-hot of the next coordinate
         center, scale = self.center[coordinate, None], self.scale[coordinate, None]
         stds = scale * log_stds.clamp(-6.0, 2.0).exp()
         return logits.log_softmax(-1), center + scale * means, stds
 
-    def log_prob(self, features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """[B] log-density of `values` [B] under the mixture at `features` [B, F]."""
-        log_weights, means, stds = self._parameters_at(features)
+    def log_prob_of(
+        self, output: torch.Tensor, features: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """[B] log-density of `values` [B] under the mixture that `output` = forward(features)
+        describes at `features` [B, F]; differentiable w.r.t. output."""
+        log_weights, means, stds = self._mixture(output, features)
         log_normal = (
             -0.5 * ((values[:, None] - means) / stds) ** 2
             - stds.log()
@@ -144,15 +154,38 @@ class GaussianMixturePolicy(nn.Module):
         )
         return torch.logsumexp(log_weights + log_normal, -1)
 
-    def sample(
-        self, features: torch.Tensor, generator: torch.Generator | None = None
+    def sample_of(
+        self,
+        output: torch.Tensor,
+        features: torch.Tensor,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """[B] values drawn from the mixture (no gradient)."""
+        """[B] values drawn from the mixture that `output` = forward(features) describes
+        (no gradient)."""
         with torch.no_grad():
-            log_weights, means, stds = self._parameters_at(features)
+            log_weights, means, stds = self._mixture(output, features)
             k = sample_categorical(log_weights, generator)[:, None]
             noise = torch.randn(features.shape[0], generator=generator, device=features.device)
             return means.gather(1, k)[:, 0] + stds.gather(1, k)[:, 0] * noise
+
+    def log_prob(self, features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """[B] log-density of `values` [B] under the mixture at `features` [B, F]."""
+        return self.log_prob_of(self(features), features, values)
+
+    def sample(
+        self, features: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """[B] values drawn from the mixture at `features` (no gradient)."""
+        with torch.no_grad():
+            return self.sample_of(self(features), features, generator)
+
+
+def gumbel_noise(
+    shape: tuple[int, ...], generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
+    """Standard Gumbel draws of `shape` (float32): argmax(logits + noise) samples softmax."""
+    u = torch.rand(shape, generator=generator, device=device)
+    return -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
 
 
 def sample_categorical(
@@ -162,9 +195,8 @@ def sample_categorical(
 
     -inf logits are never drawn as long as a row has a finite entry.
     """
-    u = torch.rand(logits.shape, generator=generator, device=logits.device)
-    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
-    return (logits.detach() + gumbel).argmax(-1)
+    noise = gumbel_noise(tuple(logits.shape), generator, logits.device)
+    return (logits.detach() + noise).argmax(-1)
 
 
 def check_policy_options(env_type: type, *, deep_set: bool = False, learn_pb: bool = False):

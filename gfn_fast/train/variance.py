@@ -68,7 +68,7 @@ def gradient_samples(
     alpha: float = 0.5,
     normalization: str = "amari",
     log_z: torch.Tensor | None = None,
-    layout: str = "padded",
+    layout: str = "packed",
 ) -> dict[str, torch.Tensor]:
     """{control variate: [repeats, P]} flattened gradients of `objective`'s loss with respect
     to the policy's parameters (float64), one row per independent batch.
@@ -82,8 +82,8 @@ def gradient_samples(
     variates = control_variates_of(objective)
     samples: dict[str, list[torch.Tensor]] = {cv: [] for cv in variates}
     for _ in range(repeats):
-        batch = sample_trajectories(env, policy, batch_size, generator=generator)
-        inputs = batch.loss_inputs(layout)
+        batch = sample_trajectories(env, policy, batch_size, generator=generator, layout=layout)
+        inputs = batch.loss_inputs()
         for cv in variates:
             loss, _ = gf.divergence_loss(
                 objective,
@@ -184,7 +184,7 @@ def measure(
                     alpha=config.alpha,
                     normalization=config.normalization,
                     log_z=trainer.log_z,
-                    layout=config.layout,
+                    layout=trainer.config.layout,
                 )
                 for cv, gradients in samples.items():
                     rows.append(

@@ -10,6 +10,7 @@ import torch
 from gfn_fast.train import envs
 from gfn_fast.train.envs.base import unique_states
 from gfn_fast.train.policies import make_policy
+from gfn_fast.train.rollout import rollout
 from gfn_fast.train.sampler import sample_backward_uniform, sample_trajectories
 from gfn_fast.train.trainer import TrainConfig
 from tests.train.brute_force import TINY_ENVS, trajectories
@@ -33,31 +34,34 @@ def _sample(env, epsilon, seed=0):
     torch.manual_seed(seed)
     policy = make_policy(env)
     generator = torch.Generator().manual_seed(seed)
-    return sample_trajectories(env, policy, 64, generator=generator, epsilon=epsilon)
+    return rollout(env, policy, 64, generator=generator, epsilon=epsilon)
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.5])
 def test_every_sampled_action_is_allowed_and_trajectories_end_terminal(env, epsilon):
-    batch = _sample(env, epsilon)
-    for t in range(batch.actions.shape[1]):
-        inside = t < batch.lengths
-        parents, actions = batch.states[inside, t], batch.actions[inside, t]
-        assert not env.is_terminal(parents).any()
-        assert env.forward_mask(parents).gather(1, actions[:, None]).all()
-        assert torch.equal(env.step(parents, actions), batch.states[inside, t + 1])
-    assert env.is_terminal(batch.terminal).all()
-    assert not env.forward_mask(batch.terminal).any()
-    assert (batch.lengths >= 1).all() and (batch.lengths <= env.max_length).all()
+    sampled = _sample(env, epsilon)
+    parents, actions, children = sampled.parents, sampled.actions, sampled.children
+    assert not env.is_terminal(parents).any()
+    assert env.forward_mask(parents).gather(1, actions[:, None]).all()
+    assert torch.equal(env.step(parents, actions), children)
+    # Within a trajectory each child is the next step's parent; the last one is terminal.
+    starts, ends = sampled.offsets[:-1], sampled.offsets[1:]
+    following = torch.ones(parents.shape[0], dtype=torch.bool)
+    following[ends - 1] = False
+    assert torch.equal(children[following], parents[1:][following[:-1]])
+    assert torch.equal(children[ends - 1], sampled.terminal)
+    assert torch.equal(parents[starts], env.initial_states(64))
+    assert env.is_terminal(sampled.terminal).all()
+    assert not env.forward_mask(sampled.terminal).any()
+    assert (sampled.lengths >= 1).all() and (sampled.lengths <= env.max_length).all()
 
 
 def test_forward_trajectories_reverse_under_pb(env):
-    batch = _sample(env, 0.0)
-    for t in range(batch.actions.shape[1]):
-        inside = t < batch.lengths
-        parents, children = batch.states[inside, t], batch.states[inside, t + 1]
-        backward = env.backward_action(parents, batch.actions[inside, t])
-        assert env.backward_mask(children).gather(1, backward[:, None]).all()
-        assert torch.equal(env.backward_step(children, backward), parents)
+    sampled = _sample(env, 0.0)
+    parents, children = sampled.parents, sampled.children
+    backward = env.backward_action(parents, sampled.actions)
+    assert env.backward_mask(children).gather(1, backward[:, None]).all()
+    assert torch.equal(env.backward_step(children, backward), parents)
     assert not env.backward_mask(env.initial_states(1)).any()
 
 

@@ -1,4 +1,5 @@
-"""Sampler: log-probs from the sampling pass, off-policy log q, padded and packed layouts."""
+"""Sampler: the no-grad rollout, the batched pass, off-policy log q, both layouts, and the
+estimator of the batched pass against the graph-keeping rollout."""
 
 from __future__ import annotations
 
@@ -10,83 +11,211 @@ import torch
 import gfn_fast as gf
 from gfn_fast.train import envs
 from gfn_fast.train.policies import make_policy
+from gfn_fast.train.rollout import concatenate, rollout
 from gfn_fast.train.sampler import continuous_log_pt, sample_trajectories
+from gfn_fast.train.scoring import score
 
 
-def _batch(name, preset=None, learn_pb=False, **options):
-    env = envs.make(name, preset)
+def _policy(env, learn_pb=False):
     torch.manual_seed(0)
-    policy = make_policy(env, learn_pb=learn_pb) if learn_pb else make_policy(env)
-    generator = torch.Generator().manual_seed(0)
-    return env, policy, sample_trajectories(env, policy, 32, generator=generator, **options)
+    return make_policy(env, 32, 2, learn_pb=learn_pb) if learn_pb else make_policy(env, 32, 2)
 
 
-@pytest.mark.parametrize("name", ["hypergrid", "sets", "sequences", "phylo"])
-def test_log_pf_from_the_sampling_pass_matches_a_recomputation(name):
-    env, policy, batch = _batch(name)
-    steps = batch.actions.shape[1]
-    inside = torch.arange(steps) < batch.lengths[:, None]
-    parents = batch.states[:, :-1]
-    logits = policy(env.features(parents.flatten(0, 1))).view(32, steps, -1)
-    mask = env.forward_mask(parents.flatten(0, 1)).view(32, steps, -1) | ~inside[..., None]
-    recomputed = gf.logprob_from_logits(logits, batch.actions, batch.lengths, action_mask=mask)
-    assert torch.allclose(batch.log_pf.sum(1), recomputed, atol=1e-5)
-    assert torch.equal(batch.log_pf[~inside], torch.zeros_like(batch.log_pf[~inside]))
+def _rollout(env, policy, seed=0, batch_size=32, **options):
+    generator = torch.Generator().manual_seed(seed)
+    return rollout(env, policy, batch_size, generator=generator, **options)
 
 
-def test_uniform_behaviour_log_q_counts_allowed_actions():
-    env, _, batch = _batch("hypergrid", epsilon=1.0)
-    expected = torch.zeros(32)
-    for t in range(batch.actions.shape[1]):
-        allowed = env.forward_mask(batch.states[:, t]).sum(-1).clamp_min(1)
-        expected -= torch.where(t < batch.lengths, torch.log(allowed.float()), 0.0)
-    assert torch.allclose(batch.log_behavior, expected, atol=1e-5)
+def _per_step(env, policy, sampled):
+    """Per-step (log p_F, log p_B) [B, T] recomputed row by row with a plain masked
+    log_softmax: the independent oracle of the batched pass."""
+    batch = sampled.batch_size
+    log_pf = torch.zeros(batch, env.max_length, dtype=torch.float64)
+    log_pb = torch.zeros_like(log_pf)
+    starts = sampled.offsets if sampled.offsets is not None else None
+    for b in range(batch):
+        for t in range(int(sampled.lengths[b])):
+            row = int(starts[b]) + t if starts is not None else b * env.max_length + t
+            parent, child = sampled.parents[row : row + 1], sampled.children[row : row + 1]
+            action = sampled.actions[row]
+            logits = policy(env.features(parent)).double()
+            logits = logits.masked_fill(~env.forward_mask(parent), -math.inf)
+            log_pf[b, t] = logits.log_softmax(-1)[0, action]
+            if policy.learned_pb:
+                back = policy.backward_logits(env.features(child)).double()
+                back = back.masked_fill(~env.backward_mask(child), -math.inf)
+                taken = env.backward_action(parent, action.view(1))
+                log_pb[b, t] = back.log_softmax(-1)[0, taken[0]]
+            else:
+                log_pb[b, t] = -math.log(int(env.backward_mask(child).sum()))
+    return log_pf, log_pb
 
 
-def test_tempered_behaviour_is_off_policy_and_on_policy_has_none():
-    _, _, on = _batch("sets", "small")
-    _, _, tempered = _batch("sets", "small", temperature=2.0)
-    assert on.log_behavior is None
-    assert tempered.log_behavior is not None and torch.isfinite(tempered.log_behavior).all()
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+@pytest.mark.parametrize(
+    "name, preset, learn_pb",
+    [("hypergrid", None, True), ("sets", "small", False), ("sequences", "tiny", False)],
+)
+def test_batched_pass_equals_a_step_by_step_recomputation(name, preset, learn_pb, layout):
+    env = envs.make(name, preset)
+    policy = _policy(env, learn_pb)
+    sampled = _rollout(env, policy, batch_size=8, layout=layout)
+    batch = score(env, policy, sampled)
+    log_pf, log_pb = _per_step(env, policy, sampled)
+    torch.testing.assert_close(batch.log_pf.double(), log_pf.sum(1), atol=1e-5, rtol=0)
+    if env.is_tree:
+        assert batch.log_pb is None
+    else:
+        torch.testing.assert_close(batch.log_pb.double(), log_pb.sum(1), atol=1e-5, rtol=0)
+    assert batch.log_pf.requires_grad
+    assert learn_pb == (batch.log_pb is not None and batch.log_pb.requires_grad)
 
 
 @pytest.mark.parametrize(
-    "name, learn_pb",
-    [("hypergrid", False), ("hypergrid", True), ("sets", True), ("phylo", True)],
+    "name, preset", [("hypergrid", None), ("sets", "small"), ("phylo", "tiny")]
 )
-def test_padded_and_packed_layouts_give_the_same_loss_and_gradient(name, learn_pb):
-    _, policy, batch = _batch(name, learn_pb=learn_pb)
-    results = []
-    for layout in ("padded", "packed"):
-        loss, _ = gf.divergence_loss("renyi", **batch.loss_inputs(layout))
-        grads = torch.autograd.grad(loss, list(policy.parameters()), retain_graph=True)
-        results.append((loss, grads))
-    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
-    for a, b in zip(results[0][1], results[1][1], strict=True):
-        assert torch.allclose(a, b, atol=1e-6)
+def test_both_layouts_sample_the_same_trajectories(name, preset):
+    env = envs.make(name, preset)
+    policy = _policy(env)
+    packed = _rollout(env, policy, layout="packed")
+    padded = _rollout(env, policy, layout="padded")
+    assert torch.equal(packed.lengths, padded.lengths)
+    assert torch.equal(packed.terminal, padded.terminal)
+    inside = (torch.arange(env.max_length) < padded.lengths[:, None]).flatten()
+    for field in ("parents", "actions", "children"):
+        assert torch.equal(getattr(packed, field), getattr(padded, field)[inside])
+    a, b = score(env, policy, packed), score(env, policy, padded)
+    torch.testing.assert_close(a.log_pf, b.log_pf)
+    torch.testing.assert_close(a.log_pb, b.log_pb)
 
 
-def test_learned_pb_is_differentiable_and_uniform_pb_counts_parents():
-    env, policy, learned = _batch("hypergrid", learn_pb=True)
-    assert learned.log_pb.requires_grad
-    _, _, uniform = _batch("hypergrid")
-    children = uniform.states[:, 1:].flatten(0, 1)
-    parents = env.backward_mask(children).sum(-1).clamp_min(1).view(32, -1)
-    inside = torch.arange(parents.shape[1]) < uniform.lengths[:, None]
-    assert torch.allclose(uniform.log_pb, torch.where(inside, -parents.float().log(), 0.0))
+def _objective_settings():
+    settings = []
+    for objective in gf.OBJECTIVES:
+        for off_policy in (False, True):
+            cv = "none" if objective == "tb" and off_policy else "loo"
+            settings.append((objective, cv, off_policy))
+    settings.append(("tb", "none", False))
+    settings.append(("renyi", "none", True))
+    return settings
 
 
-def test_trees_have_no_log_pb():
-    _, _, batch = _batch("sequences")
-    assert batch.log_pb is None
+@pytest.mark.parametrize("objective, control_variate, off_policy", _objective_settings())
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+def test_batched_pass_gives_the_gradient_of_the_graph_keeping_rollout(
+    objective, control_variate, off_policy, layout
+):
+    env = envs.make("hypergrid", None)
+    policy = _policy(env, learn_pb=True)
+    options = {"epsilon": 0.3, "temperature": 1.5} if off_policy else {}
+    gradients = []
+    for keep_graph in (False, True):
+        generator = torch.Generator().manual_seed(3)
+        batch = sample_trajectories(
+            env, policy, 16, generator=generator, layout=layout, keep_graph=keep_graph, **options
+        )
+        assert (batch.rollout.outputs is not None) == keep_graph
+        log_z = torch.zeros((), requires_grad=True) if objective in ("tb", "tsallis") else None
+        loss, _ = gf.divergence_loss(
+            objective,
+            **batch.loss_inputs(),
+            control_variate=control_variate,
+            log_z=log_z,
+        )
+        parameters = list(policy.parameters()) + ([log_z] if log_z is not None else [])
+        gradients.append((batch, torch.autograd.grad(loss, parameters)))
+    (new, new_grads), (kept, kept_grads) = gradients
+    assert torch.equal(new.rollout.actions, kept.rollout.actions)  # the same sampled batch
+    assert (new.log_behavior is not None) == off_policy
+    for a, b in zip(new_grads, kept_grads, strict=True):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def _behaviour_oracle(env, policy, sampled, epsilon, temperature):
+    """sum over steps of log q(a | s), q = (1 - eps) softmax(log p_F / T) + eps / n_allowed,
+    from the per-row p_F in float64."""
+    total = torch.zeros(sampled.batch_size, dtype=torch.float64)
+    segment = torch.repeat_interleave(torch.arange(sampled.batch_size), sampled.lengths)
+    logits = policy(env.features(sampled.parents)).double()
+    mask = env.forward_mask(sampled.parents)
+    log_pf = logits.masked_fill(~mask, -math.inf).log_softmax(-1)
+    tempered = (log_pf / temperature).log_softmax(-1).exp()
+    q = (1 - epsilon) * tempered + epsilon * mask / mask.sum(-1, keepdim=True)
+    chosen = q.gather(1, sampled.actions[:, None])[:, 0].log()
+    return total.index_add(0, segment, chosen)
+
+
+@pytest.mark.parametrize(
+    "epsilon, temperature",
+    [(0.25, 1.0), (0.7, 1.0), (0.0, 2.0), (0.0, 0.5), (0.3, 1.7), (1.0, 1.0)],
+)
+def test_log_behavior_is_the_mixture_of_tempered_pf_and_uniform(epsilon, temperature):
+    env = envs.make("hypergrid", None)
+    policy = _policy(env)
+    sampled = _rollout(env, policy, epsilon=epsilon, temperature=temperature)
+    expected = _behaviour_oracle(env, policy, sampled, epsilon, temperature)
+    torch.testing.assert_close(sampled.log_behavior.double(), expected, atol=1e-5, rtol=0)
+    on_policy = score(env, policy, sampled).log_pf.double()
+    assert (sampled.log_behavior.double() - on_policy).abs().max() > 1e-3  # log q, not log p_F
+
+
+def test_uniform_behaviour_log_q_counts_allowed_actions():
+    env = envs.make("hypergrid", None)
+    sampled = _rollout(env, _policy(env), epsilon=1.0)
+    segment = torch.repeat_interleave(torch.arange(32), sampled.lengths)
+    allowed = env.forward_mask(sampled.parents).sum(-1).float()
+    expected = torch.zeros(32).index_add(0, segment, -allowed.log())
+    torch.testing.assert_close(sampled.log_behavior, expected, atol=1e-5, rtol=0)
+
+
+def test_on_policy_has_no_log_behavior_and_off_policy_is_finite():
+    env = envs.make("sets", "small")
+    policy = _policy(env)
+    assert _rollout(env, policy).log_behavior is None
+    tempered = _rollout(env, policy, temperature=2.0)
+    assert torch.isfinite(tempered.log_behavior).all()
+
+
+def test_the_rollout_records_without_autograd_unless_asked():
+    env = envs.make("hypergrid", None)
+    policy = _policy(env, learn_pb=True)
+    plain = _rollout(env, policy)
+    assert plain.outputs is None and not plain.log_reward.requires_grad
+    kept = _rollout(env, policy, keep_graph=True)
+    assert kept.outputs.requires_grad and kept.outputs.shape == (kept.parents.shape[0], 3)
+
+
+def test_concatenated_rollouts_score_like_each_part():
+    env = envs.make("hypergrid", None)
+    policy = _policy(env, learn_pb=True)
+    for layout in ("packed", "padded"):
+        generator = torch.Generator().manual_seed(0)
+        parts = [rollout(env, policy, n, generator=generator, layout=layout) for n in (1, 5, 3)]
+        joined = score(env, policy, concatenate(parts))
+        scored = [score(env, policy, part) for part in parts]
+        for key in ("log_pf", "log_pb", "log_reward", "terminal"):
+            expected = torch.cat([getattr(part, key) for part in scored])
+            torch.testing.assert_close(getattr(joined, key), expected)
+    with pytest.raises(ValueError, match="rollouts"):
+        concatenate([])
+    with pytest.raises(ValueError, match="offsets"):
+        concatenate(
+            [_rollout(env, policy, layout="packed"), _rollout(env, policy, layout="padded")]
+        )
 
 
 @pytest.mark.parametrize("name", ["gmm", "banana"])
-def test_continuous_log_pt_matches_the_sampling_pass(name):
-    env, policy, batch = _batch(name)
+@pytest.mark.parametrize("keep_graph", [False, True])
+def test_continuous_log_pt_matches_the_batched_pass(name, keep_graph):
+    env = envs.make(name)
+    policy = _policy(env)
+    generator = torch.Generator().manual_seed(0)
+    batch = sample_trajectories(env, policy, 32, generator=generator, keep_graph=keep_graph)
     x = env.terminal_objects(batch.terminal)
-    assert torch.allclose(continuous_log_pt(env, policy, x), batch.log_pf.sum(1), atol=1e-5)
+    assert torch.allclose(continuous_log_pt(env, policy, x), batch.log_pf, atol=1e-5)
     assert torch.allclose(batch.log_reward, env.log_reward(x))
+    assert batch.log_pf.requires_grad and batch.log_pb is None
 
 
 def test_sampler_rejects_bad_options():
@@ -98,6 +227,8 @@ def test_sampler_rejects_bad_options():
         sample_trajectories(env, policy, 4, temperature=0.0)
     with pytest.raises(ValueError, match="batch_size"):
         sample_trajectories(env, policy, 0)
+    with pytest.raises(ValueError, match="layout"):
+        sample_trajectories(env, policy, 4, layout="ragged")
     gmm = envs.make("gmm")
     with pytest.raises(ValueError, match="discrete envs only"):
         sample_trajectories(gmm, make_policy(gmm), 4, epsilon=0.1)

@@ -1,5 +1,5 @@
 """`gfn-fast train --nproc N` / `launch`: N gloo processes train exactly the run that one
-process gives on the same shards, and `concatenate` joins shards into one batch."""
+process gives on the same shards."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from gfn_fast.train import envs
-from gfn_fast.train.policies import make_policy
-from gfn_fast.train.sampler import concatenate, sample_trajectories
 from gfn_fast.train.trainer import (
     Interrupted,
     StopOnSignals,
@@ -68,34 +65,6 @@ def test_shards_split_the_batch_and_keep_one_process_runs_unchanged():
         resolve(TrainConfig(nproc=0))
     with pytest.raises(ValueError, match="config, resume"):
         launch()
-
-
-@pytest.mark.parametrize("layout", ["padded", "packed"])
-def test_concatenated_shards_give_the_loss_inputs_of_each_shard(layout):
-    env = envs.make("hypergrid", None)
-    policy = make_policy(env, 8, 1, learn_pb=True)
-    generator = torch.Generator().manual_seed(0)
-    shards = [sample_trajectories(env, policy, n, generator=generator) for n in (1, 5, 3)]
-    joined = concatenate(shards)
-    assert joined.states.shape[1] == joined.log_pf.shape[1] + 1
-    inputs = joined.loss_inputs(layout)
-    parts = [shard.loss_inputs(layout) for shard in shards]
-    for key in ("log_pf", "log_pb"):
-        per_trajectory = [torch.stack([row.sum() for row in _rows(part, key)]) for part in parts]
-        torch.testing.assert_close(
-            torch.stack([row.sum() for row in _rows(inputs, key)]), torch.cat(per_trajectory)
-        )
-    torch.testing.assert_close(inputs["log_reward"], torch.cat([p["log_reward"] for p in parts]))
-    assert torch.equal(joined.terminal, torch.cat([s.terminal for s in shards]))
-    with pytest.raises(ValueError, match="batches"):
-        concatenate([])
-
-
-def _rows(inputs, key):
-    """The per-step values of each trajectory in `inputs` (padded or packed)."""
-    if "offsets" in inputs:
-        return inputs[key].tensor_split(inputs["offsets"][1:-1].tolist())
-    return [row[:length] for row, length in zip(inputs[key], inputs["lengths"], strict=True)]
 
 
 @pytest.mark.slow

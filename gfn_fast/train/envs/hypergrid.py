@@ -44,17 +44,31 @@ class HyperGrid(DiscreteEnv):
         self.max_length = ndim * (height - 1) + 1
         self.feature_dim = ndim * height
         self.state_radix = (height,) * ndim + (2,)
+        # Small constants of the hot path, copied once to each device they are used on:
+        # indexing an identity replaces one_hot, whose range check costs more than the
+        # lookup; `limits` holds, per state column, the value its forward action needs to
+        # stay below.
+        self._tables = {
+            "features": torch.eye(height),
+            "moves": torch.eye(ndim + 1, dtype=torch.int64),
+            "limits": torch.tensor([height - 1] * ndim + [1]),
+        }
+        self._on_device: dict = {}
+
+    def _table(self, name: str, device) -> torch.Tensor:
+        key = (name, device)
+        if key not in self._on_device:
+            self._on_device[key] = self._tables[name].to(device)
+        return self._on_device[key]
 
     def initial_states(self, batch_size, device=None):
         return torch.zeros(batch_size, self.ndim + 1, dtype=torch.int64, device=device)
 
     def forward_mask(self, states):
-        running = states[:, -1:] == 0
-        grow = (states[:, : self.ndim] < self.height - 1) & running
-        return torch.cat([grow, running], 1)
+        return (states < self._table("limits", states.device)) & (states[:, -1:] == 0)
 
     def step(self, states, actions):
-        return states + torch.nn.functional.one_hot(actions, self.ndim + 1)
+        return states + self._table("moves", states.device)[actions]
 
     def backward_mask(self, states):
         done = states[:, -1:] == 1
@@ -80,5 +94,4 @@ class HyperGrid(DiscreteEnv):
         return torch.log(self.r0 + self.r1 * outer + self.r2 * ring)
 
     def features(self, states):
-        onehot = torch.nn.functional.one_hot(states[:, : self.ndim], self.height)
-        return onehot.flatten(1).float()
+        return self._table("features", states.device)[states[:, : self.ndim]].flatten(1)
