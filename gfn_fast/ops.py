@@ -86,13 +86,6 @@ def logprob_from_logits(logits, actions, action_mask=None, lengths=None, offsets
 
 
 def _logprob_fake(logits, actions, action_mask, lengths, offsets):
-    acc = accumulation_dtype(logits.dtype)
-    batch = _batch_size(actions, lengths, offsets)
-    return logits.new_empty((batch,), dtype=acc), logits.new_empty(actions.shape, dtype=acc)
-
-
-def _logprob_fake_float64_lse(logits, actions, action_mask, lengths, offsets):
-    # TODO(integrator): the CPU kernels switch to a float64 step_lse too; then this is the fake.
     batch = _batch_size(actions, lengths, offsets)
     acc = accumulation_dtype(logits.dtype)
     return (
@@ -201,8 +194,6 @@ def _register(library: str) -> None:
         "divergence_loss_fused": _fused_fake,
         "divergence_loss_backward": _fused_backward_fake,
     }
-    if library == _backend.EMULATED_LIBRARY:
-        fakes["logprob_from_logits"] = _logprob_fake_float64_lse
     for name, fake in fakes.items():
         torch.library.register_fake(f"{library}::{name}", fake)
 

@@ -1,19 +1,26 @@
 // logprob_from_logits and its backward on CPU.
 //
-// Forward: per step, the masked logsumexp of the row of logits, the chosen logit, and the
-// sum over the segment, in one pass; only the per-step logsumexp is saved. Backward: the
-// softmax is recomputed from the saved logsumexp and written straight into grad_logits
-// (grad[b] * (onehot(action) - softmax)); no other [N, A] buffer exists.
+// Forward: per step, the masked maximum m and normaliser s = sum exp(x - m) of the row of
+// logits, the chosen logit's (x[a] - m) - log s (subtracting m first keeps float32 exact
+// for large logits), and the sum over the segment, in one pass; only the per-step
+// logsumexp m + log s is saved, in float64. Backward: the softmax is recomputed as
+// exp((x - hi) - lo) from the saved logsumexp split into two accumulation-dtype parts, and
+// written straight into grad_logits (grad[b] * (onehot(action) - softmax)); no other
+// [N, A] buffer exists.
+//
+// Invalid index values are clamped as on every device: actions to [0, A - 1]; a chosen
+// action that the mask forbids contributes -inf (and no gradient).
 //
 // The float rows go through GFN_TARGET_CLONES kernels (AVX2 when the CPU has it) with the
-// vectorising fast_exp; bfloat16 / float16 rows are widened into a per-thread float row;
-// float64 rows use std::exp.
+// vectorising fast_exp, reading the mask in place; bfloat16 / float16 rows are widened
+// (and masked) into a per-thread float row; float64 rows use std::exp.
 #include <ATen/Dispatch.h>
 #include <torch/extension.h>
 
 #include <limits>
 #include <vector>
 
+#include "common/op_config.h"
 #include "segments.h"
 #include "vec_math.h"
 
@@ -21,86 +28,145 @@ namespace gfn_fast {
 namespace cpu {
 namespace {
 
-// logsumexp of one row in which masked actions already hold -inf.
 template <class Acc>
-GFN_ALWAYS_INLINE Acc row_lse(const Acc* x, int64_t n) {
-  constexpr Acc kNegInf = -std::numeric_limits<Acc>::infinity();
+constexpr Acc kNegInf = -std::numeric_limits<Acc>::infinity();
+
+// A row's maximum m and log s, s = sum exp(x - m); its logsumexp is m + log s.
+template <class Acc>
+struct RowNorm {
+  Acc m;
+  Acc log_s;
+};
+
+// The row's value at i: -inf where the mask (nullptr: none) forbids it.
+template <class Acc>
+GFN_ALWAYS_INLINE Acc masked(const Acc* x, const uint8_t* keep, int64_t i) {
+  return keep == nullptr || keep[i] ? x[i] : kNegInf<Acc>;
+}
+
+template <class Acc, bool kMasked>
+GFN_ALWAYS_INLINE RowNorm<Acc> row_norm_impl(const Acc* x, const uint8_t* keep, int64_t n) {
   Acc lanes[kLanes];
-  for (int j = 0; j < kLanes; ++j) lanes[j] = kNegInf;
+  for (int j = 0; j < kLanes; ++j) lanes[j] = kNegInf<Acc>;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) lanes[j] = x[i + j] > lanes[j] ? x[i + j] : lanes[j];
+    for (int j = 0; j < kLanes; ++j) {
+      const Acc v = kMasked ? masked(x, keep, i + j) : x[i + j];
+      lanes[j] = v > lanes[j] ? v : lanes[j];
+    }
   }
-  Acc m = kNegInf;
-  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  Acc m = kNegInf<Acc>;
+  for (; i < n; ++i) {
+    const Acc v = kMasked ? masked(x, keep, i) : x[i];
+    m = v > m ? v : m;
+  }
   for (int j = 0; j < kLanes; ++j) m = lanes[j] > m ? lanes[j] : m;
-  if (m == kNegInf) return m;
+  if (m == kNegInf<Acc>) return {m, kNegInf<Acc>};
   Acc sums[kLanes] = {};
   i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) sums[j] += fast_exp(x[i + j] - m);
+    for (int j = 0; j < kLanes; ++j) {
+      const Acc e = fast_exp(x[i + j] - m);
+      sums[j] += kMasked && !keep[i + j] ? Acc(0) : e;
+    }
   }
   Acc tail = 0;
-  for (; i < n; ++i) tail += fast_exp(x[i] - m);
-  return m + std::log(combine_lanes(sums) + tail);
+  for (; i < n; ++i) {
+    const Acc e = fast_exp(x[i] - m);
+    tail += kMasked && !keep[i] ? Acc(0) : e;
+  }
+  return {m, std::log(combine_lanes(sums) + tail)};
 }
 
-// out[j] = -g * softmax_j (exactly 0 where the row holds -inf); the caller adds g at the
-// chosen action.
+// out[i] = -g * exp((x[i] - hi) - lo), exactly 0 where the mask forbids i; the caller adds
+// g at the chosen action.
+template <class Acc, bool kMasked>
+GFN_ALWAYS_INLINE void row_grad_impl(const Acc* x, const uint8_t* keep, int64_t n, Acc hi,
+                                     Acc lo, Acc g, Acc* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const Acc v = -g * fast_exp((x[i] - hi) - lo);
+    out[i] = kMasked && !keep[i] ? Acc(0) : v;
+  }
+}
+
 template <class Acc>
-GFN_ALWAYS_INLINE void row_grad(const Acc* x, int64_t n, Acc lse, Acc g, Acc* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = -g * fast_exp(x[i] - lse);
+GFN_ALWAYS_INLINE RowNorm<Acc> row_norm(const Acc* x, const uint8_t* keep, int64_t n) {
+  return keep ? row_norm_impl<Acc, true>(x, keep, n) : row_norm_impl<Acc, false>(x, keep, n);
+}
+template <class Acc>
+GFN_ALWAYS_INLINE void row_grad(const Acc* x, const uint8_t* keep, int64_t n, Acc hi, Acc lo,
+                                Acc g, Acc* out) {
+  if (keep) {
+    row_grad_impl<Acc, true>(x, keep, n, hi, lo, g, out);
+  } else {
+    row_grad_impl<Acc, false>(x, keep, n, hi, lo, g, out);
+  }
 }
 
 // The float kernels, compiled once per target (vec_math.h).
-GFN_TARGET_CLONES float row_lse_f32(const float* x, int64_t n) { return row_lse(x, n); }
-GFN_TARGET_CLONES void row_grad_f32(const float* x, int64_t n, float lse, float g, float* out) {
-  row_grad(x, n, lse, g, out);
+GFN_TARGET_CLONES RowNorm<float> row_norm_f32(const float* x, const uint8_t* keep, int64_t n) {
+  return row_norm(x, keep, n);
+}
+GFN_TARGET_CLONES void row_grad_f32(const float* x, const uint8_t* keep, int64_t n, float hi,
+                                    float lo, float g, float* out) {
+  row_grad(x, keep, n, hi, lo, g, out);
 }
 
-inline float lse_of_row(const float* x, int64_t n) { return row_lse_f32(x, n); }
-inline double lse_of_row(const double* x, int64_t n) { return row_lse(x, n); }
-inline void grad_of_row(const float* x, int64_t n, float lse, float g, float* out) {
-  row_grad_f32(x, n, lse, g, out);
+inline RowNorm<float> norm_of_row(const float* x, const uint8_t* keep, int64_t n) {
+  return row_norm_f32(x, keep, n);
 }
-inline void grad_of_row(const double* x, int64_t n, double lse, double g, double* out) {
-  row_grad(x, n, lse, g, out);
+inline RowNorm<double> norm_of_row(const double* x, const uint8_t* keep, int64_t n) {
+  return row_norm(x, keep, n);
+}
+inline void grad_of_row(const float* x, const uint8_t* keep, int64_t n, float hi, float lo,
+                        float g, float* out) {
+  row_grad_f32(x, keep, n, hi, lo, g, out);
+}
+inline void grad_of_row(const double* x, const uint8_t* keep, int64_t n, double hi, double lo,
+                        double g, double* out) {
+  row_grad(x, keep, n, hi, lo, g, out);
 }
 
-// A row of logits in the accumulation dtype with masked actions set to -inf: the input
-// itself when it needs neither widening nor masking, else a copy in a per-thread buffer.
+// The saved float64 logsumexp as hi + lo in Acc, so that (x - hi) - lo keeps the precision
+// of x - lse.
+template <class Acc>
+inline void split_lse(double lse, Acc& hi, Acc& lo) {
+  hi = static_cast<Acc>(lse);
+  lo = std::isfinite(lse) ? static_cast<Acc>(lse - static_cast<double>(hi)) : Acc(0);
+}
+
+// A row of logits in the accumulation dtype and the mask to apply to it: the input row and
+// mask themselves where no widening is needed; else a float copy in a per-thread buffer
+// with forbidden actions already at -inf (and no mask left to apply).
 template <class T>
 struct RowReader {
   using Acc = acc_t<T>;
   std::vector<Acc> buffer;
-  explicit RowReader(int64_t n) : buffer(n) {}
-  const Acc* read(const T* row, const bool* mask_row, int64_t n) {
-    constexpr Acc kNegInf = -std::numeric_limits<Acc>::infinity();
-    Acc* out = buffer.data();
-    if (mask_row != nullptr) {
-      const auto* keep = reinterpret_cast<const uint8_t*>(mask_row);
-      for (int64_t i = 0; i < n; ++i) out[i] = keep[i] ? static_cast<Acc>(row[i]) : kNegInf;
-      return out;
-    }
+  explicit RowReader(int64_t n) : buffer(std::is_same<T, Acc>::value ? 0 : n) {}
+  const Acc* read(const T* row, const uint8_t*& keep, int64_t n) {
     if constexpr (std::is_same<T, Acc>::value) {
       return row;
     } else {
-      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<Acc>(row[i]);
+      Acc* out = buffer.data();
+      for (int64_t i = 0; i < n; ++i) {
+        out[i] = keep == nullptr || keep[i] ? static_cast<Acc>(row[i]) : kNegInf<Acc>;
+      }
+      keep = nullptr;
       return out;
     }
   }
 };
 
-// dst = g * (onehot(a) - softmax(row)) in T; narrow dtypes go through the float `tmp`.
+// dst = g * (onehot(a) - softmax(row)) in T, 0 where forbidden; narrow dtypes go through
+// the float `tmp`.
 template <class T, class Acc>
-inline void write_grad_row(const Acc* row, int64_t n, Acc lse, Acc g, int64_t a, T* dst,
+inline void write_grad_row(const Acc* row, const uint8_t* keep, int64_t n, Acc hi, Acc lo,
+                           Acc g, int64_t a, bool chosen_allowed, T* dst,
                            std::vector<Acc>& tmp) {
-  if constexpr (std::is_same<T, Acc>::value) {
-    grad_of_row(row, n, lse, g, dst);
-    dst[a] += g;
-  } else {
-    grad_of_row(row, n, lse, g, tmp.data());
-    tmp[a] += g;
+  Acc* out = std::is_same<T, Acc>::value ? reinterpret_cast<Acc*>(dst) : tmp.data();
+  grad_of_row(row, keep, n, hi, lo, g, out);
+  if (chosen_allowed) out[a] += g;
+  if constexpr (!std::is_same<T, Acc>::value) {
     for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<T>(tmp[j]);
   }
 }
@@ -111,6 +177,17 @@ struct LogitsArgs {
   at::Tensor actions;  // int64
   at::Tensor mask;     // bool, or undefined
   int64_t num_actions;
+
+  const uint8_t* mask_row(int64_t i) const {
+    return mask.defined() ? reinterpret_cast<const uint8_t*>(mask.const_data_ptr<bool>()) +
+                                i * num_actions
+                          : nullptr;
+  }
+  // The chosen action of step i, clamped to [0, A - 1].
+  int64_t action(int64_t i) const {
+    const int64_t a = actions.const_data_ptr<int64_t>()[i];
+    return a < 0 ? 0 : (a >= num_actions ? num_actions - 1 : a);
+  }
 };
 
 LogitsArgs prepare(const at::Tensor& logits, const at::Tensor& actions,
@@ -124,6 +201,8 @@ LogitsArgs prepare(const at::Tensor& logits, const at::Tensor& actions,
                     logits.sizes().slice(0, logits.dim() - 1), ", got ", actions.sizes());
   LogitsArgs args;
   args.num_actions = logits.size(-1);
+  TORCH_CHECK_VALUE(args.num_actions >= 1, "logits: expected at least one action, got shape ",
+                    logits.sizes());
   args.logits = logits.contiguous();
   args.actions = actions.to(at::kLong).contiguous();
   if (action_mask.has_value()) {
@@ -137,47 +216,37 @@ LogitsArgs prepare(const at::Tensor& logits, const at::Tensor& actions,
   return args;
 }
 
-// ValueError unless the chosen action of step i is in range and allowed.
-inline void check_action(int64_t action, int64_t num_actions, const bool* mask_row, int64_t i) {
-  TORCH_CHECK_VALUE(action >= 0 && action < num_actions, "actions: expected values in [0, A=",
-                    num_actions, ") inside every segment, got ", action, " at flat step ", i);
-  TORCH_CHECK_VALUE(mask_row == nullptr || mask_row[action], "actions: the chosen action ",
-                    action, " at flat step ", i,
-                    " is masked out by action_mask (expected an allowed action, probability > 0)");
-}
-
 std::tuple<at::Tensor, at::Tensor> logprob_from_logits(
     const at::Tensor& logits, const at::Tensor& actions,
     const c10::optional<at::Tensor>& action_mask, const c10::optional<at::Tensor>& lengths,
     const c10::optional<at::Tensor>& offsets) {
   const LogitsArgs args = prepare(logits, actions, action_mask);
   const SegmentLayout layout = SegmentLayout::make(actions.sizes(), lengths, offsets, "actions");
-  const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor logprob = at::empty({layout.batch()}, logits.options().dtype(acc));
-  at::Tensor step_lse = at::empty(actions.sizes(), logits.options().dtype(acc));
-  const int64_t num_actions = args.num_actions;
-  const int64_t* act = args.actions.const_data_ptr<int64_t>();
-  const bool* mask = args.mask.defined() ? args.mask.const_data_ptr<bool>() : nullptr;
+  at::Tensor logprob = at::empty(
+      {layout.batch()}, logits.options().dtype(accumulation_type(logits.scalar_type())));
+  at::Tensor step_lse = at::empty(actions.sizes(), logits.options().dtype(at::kDouble));
+  const int64_t n = args.num_actions;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kBFloat16, at::kHalf, logits.scalar_type(), "logprob_from_logits", [&] {
         using Acc = acc_t<scalar_t>;
         const scalar_t* x = args.logits.const_data_ptr<scalar_t>();
-        Acc* lse_out = step_lse.data_ptr<Acc>();
+        double* lse_out = step_lse.data_ptr<double>();
         Acc* sums = logprob.data_ptr<Acc>();
         fill_unowned(lse_out, layout);
-        layout.parallel(num_actions * 8, [&](int64_t lo, int64_t hi) {
-          RowReader<scalar_t> reader(num_actions);
+        layout.parallel(n * 8, [&](int64_t lo, int64_t hi) {
+          RowReader<scalar_t> reader(n);
           for (int64_t b = lo; b < hi; ++b) {
-            fill_owned(lse_out, layout, b, Acc(0));
+            fill_owned(lse_out, layout, b, 0.0);
             Acc total = 0;
             for (int64_t i = layout.begin(b); i < layout.end(b); ++i) {
-              const bool* mask_row = mask ? mask + i * num_actions : nullptr;
-              const int64_t a = act[i];
-              check_action(a, num_actions, mask_row, i);
-              const Acc* row = reader.read(x + i * num_actions, mask_row, num_actions);
-              const Acc lse = lse_of_row(row, num_actions);
-              lse_out[i] = lse;
-              total += row[a] - lse;
+              const uint8_t* allowed = args.mask_row(i);
+              const uint8_t* keep = allowed;
+              const Acc* row = reader.read(x + i * n, keep, n);
+              const RowNorm<Acc> norm = norm_of_row(row, keep, n);
+              const int64_t a = args.action(i);
+              lse_out[i] = static_cast<double>(norm.m) + static_cast<double>(norm.log_s);
+              total += allowed == nullptr || allowed[a] ? (row[a] - norm.m) - norm.log_s
+                                                        : kNegInf<Acc>;
             }
             sums[b] = total;
           }
@@ -199,37 +268,35 @@ at::Tensor logprob_from_logits_backward(const at::Tensor& grad, const at::Tensor
                     " elements (one per segment), got shape ", grad.sizes());
   TORCH_CHECK_VALUE(step_lse.sizes() == actions.sizes(), "step_lse: expected shape ",
                     actions.sizes(), ", got ", step_lse.sizes());
-  const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor g = grad.to(acc).contiguous();
-  const at::Tensor lse_in = step_lse.to(acc).contiguous();
+  const at::Tensor g = grad.to(accumulation_type(logits.scalar_type())).contiguous();
+  const at::Tensor lse_in = step_lse.to(at::kDouble).contiguous();
   at::Tensor grad_logits = at::empty(logits.sizes(), logits.options());
-  const int64_t num_actions = args.num_actions;
-  const int64_t* act = args.actions.const_data_ptr<int64_t>();
-  const bool* mask = args.mask.defined() ? args.mask.const_data_ptr<bool>() : nullptr;
+  const int64_t n = args.num_actions;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kBFloat16, at::kHalf, logits.scalar_type(), "logprob_from_logits_backward", [&] {
         using Acc = acc_t<scalar_t>;
         const scalar_t* x = args.logits.const_data_ptr<scalar_t>();
         const Acc* gd = g.const_data_ptr<Acc>();
-        const Acc* lse = lse_in.const_data_ptr<Acc>();
+        const double* lse = lse_in.const_data_ptr<double>();
         scalar_t* out = grad_logits.data_ptr<scalar_t>();
-        if (layout.batch() == 0) std::fill(out, out + layout.total() * num_actions, scalar_t(0));
-        layout.parallel(num_actions * 8, [&](int64_t lo, int64_t hi) {
-          RowReader<scalar_t> reader(num_actions);
-          std::vector<Acc> row_out(std::is_same<scalar_t, Acc>::value ? 0 : num_actions);
+        if (layout.batch() == 0) std::fill(out, out + layout.total() * n, scalar_t(0));
+        layout.parallel(n * 8, [&](int64_t lo, int64_t hi) {
+          RowReader<scalar_t> reader(n);
+          std::vector<Acc> row_out(std::is_same<scalar_t, Acc>::value ? 0 : n);
           for (int64_t b = lo; b < hi; ++b) {
             const int64_t first = layout.begin(b), last = layout.end(b);
-            std::fill(out + layout.owned_begin(b) * num_actions, out + first * num_actions,
-                      scalar_t(0));
-            std::fill(out + last * num_actions, out + layout.owned_end(b) * num_actions,
-                      scalar_t(0));
+            std::fill(out + layout.owned_begin(b) * n, out + first * n, scalar_t(0));
+            std::fill(out + last * n, out + layout.owned_end(b) * n, scalar_t(0));
             const Acc gb = gd[b];
             for (int64_t i = first; i < last; ++i) {
-              const bool* mask_row = mask ? mask + i * num_actions : nullptr;
-              const int64_t a = act[i];
-              check_action(a, num_actions, mask_row, i);
-              const Acc* row = reader.read(x + i * num_actions, mask_row, num_actions);
-              write_grad_row(row, num_actions, lse[i], gb, a, out + i * num_actions, row_out);
+              const uint8_t* allowed = args.mask_row(i);
+              const uint8_t* keep = allowed;
+              const Acc* row = reader.read(x + i * n, keep, n);
+              const int64_t a = args.action(i);
+              Acc lse_hi, lse_lo;
+              split_lse(lse[i], lse_hi, lse_lo);
+              write_grad_row(row, keep, n, lse_hi, lse_lo, gb, a,
+                             allowed == nullptr || allowed[a], out + i * n, row_out);
             }
           }
         });

@@ -135,6 +135,33 @@ def test_precision_with_shifted_logits(device, shift):
     assert (grad.double() - exact_grad).abs().max() < 1e-5
 
 
+def test_invalid_actions_are_clamped(device):
+    # The ops do not check action values (the public function does, docs: "invalid input"):
+    # on every device actions clamp to [0, A - 1] and a forbidden chosen action gives -inf
+    # and no gradient, without reading out of bounds.
+    on = device.torch_device
+    logits = torch.randn(3, 4, 5, device=on)
+    wild = torch.tensor([[7, -2, 4, 0], [5, 1, -9, 3], [2, 2, 100, 4]], device=on)
+    forward, backward = device.op("logprob_from_logits"), device.op("logprob_from_logits_backward")
+    logprob, lse = forward(logits, wild, None, None, None)
+    clamped = wild.clamp(0, 4)
+    expected, expected_lse = forward(logits, clamped, None, None, None)
+    assert torch.equal(logprob, expected) and torch.equal(lse, expected_lse)
+    grad = torch.randn(3, device=on)
+    assert torch.equal(
+        backward(grad, logits, wild, None, lse, None, None),
+        backward(grad, logits, clamped, None, lse, None, None),
+    )
+
+    mask = torch.ones(3, 4, 5, dtype=torch.bool, device=on)
+    mask[1, 2, clamped[1, 2]] = False  # forbid one chosen action
+    logprob, lse = forward(logits, clamped, mask, None, None)
+    assert logprob[1] == float("-inf") and torch.isfinite(logprob[[0, 2]]).all()
+    row_grad = backward(grad, logits, clamped, mask, lse, None, None)[1, 2]
+    softmax = torch.softmax(logits[1, 2].double().masked_fill(~mask[1, 2], float("-inf")), -1)
+    torch.testing.assert_close(row_grad.double(), -grad[1].double() * softmax, rtol=1e-5, atol=1e-6)
+
+
 def test_empty_segments_and_batches(device):
     on = device.torch_device
     logits = torch.randn(4, 6, 3, device=on)
