@@ -27,7 +27,9 @@ autograd.Function, which a C++ one undercuts: no bound there.
 
 ratios: "<bench>/native_vs_<impl>" = median time of <impl> / median time of native (how many
 times faster native is); "<bench>/floor_bound_vs_<impl>" = median time of <impl> / median
-time of memory_floor; "<bench>/peak_mem_native_vs_eager" = native peak / eager peak.
+time of memory_floor; "<bench>/native_vs_copy_floor" = median time of native / that of the
+clone moving the same bytes (how many times its memory-bandwidth floor native takes);
+"<bench>/peak_mem_native_vs_eager" = native peak / eager peak.
 """
 
 from __future__ import annotations
@@ -226,13 +228,6 @@ def _peak_extra_mb(fn: Callable[[], None]) -> float:
     return peak / 2**20
 
 
-def _clone_gbps(nbytes: int) -> tuple[float, float]:
-    """(median ms, GB/s) of clone() of a float32 tensor holding half of nbytes."""
-    src = torch.empty(max(1, nbytes // 8), dtype=torch.float32).uniform_()
-    ms = _median_ms(lambda: src.clone())
-    return ms, 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
-
-
 def _commit() -> str:
     try:
         out = subprocess.run(
@@ -265,9 +260,14 @@ def run(quick: bool = False) -> dict:
     rows, ratios = [], {}
     for case in cases(quick):
         fns = {impl: case.make(impl) for impl in case.impls}
+        # The copy floor: a clone() reading and writing the bytes the op must move, timed in
+        # the same alternating rounds.
+        src = torch.empty(max(1, case.bytes_moved // 8), dtype=torch.float32).uniform_()
+        fns["clone"] = src.clone
         times = _interleaved_median_ms(fns)
         mems = {}
-        for impl, fn in fns.items():
+        for impl in case.impls:
+            fn = fns[impl]
             # Beyond the inputs and the gradient every implementation must return.
             grad_mb = case.extra.get("grad_mb", 0.0)
             mems[impl] = _peak_extra_mb(fn) - grad_mb if case.memory else None
@@ -283,7 +283,7 @@ def run(quick: bool = False) -> dict:
                 }
             )
             print(f"{case.bench:48s} {impl:12s} {times[impl]:9.3f} ms", file=sys.stderr)
-        clone_ms, clone_gbps = _clone_gbps(case.bytes_moved)
+        clone_ms = times["clone"]
         rows.append(
             {
                 "bench": case.bench,
@@ -291,13 +291,15 @@ def run(quick: bool = False) -> dict:
                 "dtype": case.dtype,
                 "impl": "clone",
                 "median_ms": round(clone_ms, 4),
-                "gbps": round(clone_gbps, 2),
+                "gbps": round(2 * src.numel() * 4 / (clone_ms * 1e-3) / 1e9, 2),
                 "peak_mem_mb": None,
             }
         )
         for impl in case.impls:
             if impl not in ("native", "memory_floor"):
                 ratios[f"{case.bench}/native_vs_{impl}"] = round(times[impl] / times["native"], 2)
+        if case.bytes_moved >= 1 << 24:  # below, call overhead and not memory bounds a kernel
+            ratios[f"{case.bench}/native_vs_copy_floor"] = round(times["native"] / clone_ms, 2)
         if "memory_floor" in times:
             for impl in ("eager", "compiled"):
                 ratios[f"{case.bench}/floor_bound_vs_{impl}"] = round(

@@ -22,6 +22,7 @@
 
 #include "common/op_config.h"
 #include "segments.h"
+#include "simd_pack.h"
 #include "vec_math.h"
 
 namespace gfn_fast {
@@ -44,38 +45,39 @@ GFN_ALWAYS_INLINE Acc masked(const Acc* x, const uint8_t* keep, int64_t i) {
   return keep == nullptr || keep[i] ? x[i] : kNegInf<Acc>;
 }
 
+// Two passes over the row (it stays in L1): the masked maximum, then the masked sum of
+// exp(x - m), a pack at a time and the tail element-wise, in an order fixed by n.
 template <class Acc, bool kMasked>
 GFN_ALWAYS_INLINE RowNorm<Acc> row_norm_impl(const Acc* x, const uint8_t* keep, int64_t n) {
-  Acc lanes[kLanes];
-  for (int j = 0; j < kLanes; ++j) lanes[j] = kNegInf<Acc>;
+  using P = pack_t<Acc>;
+  constexpr int W = P::kWidth;
+  const typename P::V neg_inf = P::splat(kNegInf<Acc>), zero = P::splat(Acc(0));
+  typename P::V top = neg_inf;
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const Acc v = kMasked ? masked(x, keep, i + j) : x[i + j];
-      lanes[j] = v > lanes[j] ? v : lanes[j];
-    }
+  for (; i + W <= n; i += W) {
+    typename P::V v = P::load(x + i);
+    if constexpr (kMasked) v = P::select(P::keep(keep + i), v, neg_inf);
+    top = P::max(top, v);
   }
-  Acc m = kNegInf<Acc>;
-  for (; i < n; ++i) {
-    const Acc v = kMasked ? masked(x, keep, i) : x[i];
+  Acc m = P::hmax(top);
+  for (int64_t t = i; t < n; ++t) {
+    const Acc v = masked(x, kMasked ? keep : nullptr, t);
     m = v > m ? v : m;
   }
-  for (int j = 0; j < kLanes; ++j) m = lanes[j] > m ? lanes[j] : m;
   if (m == kNegInf<Acc>) return {m, kNegInf<Acc>};
-  Acc sums[kLanes] = {};
-  i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const Acc e = fast_exp(x[i + j] - m);
-      sums[j] += kMasked && !keep[i + j] ? Acc(0) : e;
-    }
+  typename P::V sums = zero;
+  const typename P::V shift = P::splat(m);
+  for (i = 0; i + W <= n; i += W) {
+    typename P::V e = P::exp(P::load(x + i) - shift);
+    if constexpr (kMasked) e = P::select(P::keep(keep + i), e, zero);
+    sums += e;
   }
   Acc tail = 0;
   for (; i < n; ++i) {
     const Acc e = fast_exp(x[i] - m);
     tail += kMasked && !keep[i] ? Acc(0) : e;
   }
-  return {m, std::log(combine_lanes(sums) + tail)};
+  return {m, std::log(P::hsum(sums) + tail)};
 }
 
 // out[i] = -g * exp((x[i] - hi) - lo), exactly 0 where the mask forbids i; the caller adds
@@ -83,7 +85,16 @@ GFN_ALWAYS_INLINE RowNorm<Acc> row_norm_impl(const Acc* x, const uint8_t* keep, 
 template <class Acc, bool kMasked>
 GFN_ALWAYS_INLINE void row_grad_impl(const Acc* x, const uint8_t* keep, int64_t n, Acc hi,
                                      Acc lo, Acc g, Acc* out) {
-  for (int64_t i = 0; i < n; ++i) {
+  using P = pack_t<Acc>;
+  constexpr int W = P::kWidth;
+  const typename P::V vhi = P::splat(hi), vlo = P::splat(lo), vg = P::splat(-g);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    typename P::V v = vg * P::exp((P::load(x + i) - vhi) - vlo);
+    if constexpr (kMasked) v = P::select(P::keep(keep + i), v, P::splat(Acc(0)));
+    P::store(out + i, v);
+  }
+  for (; i < n; ++i) {
     const Acc v = -g * fast_exp((x[i] - hi) - lo);
     out[i] = kMasked && !keep[i] ? Acc(0) : v;
   }
@@ -176,16 +187,16 @@ struct LogitsArgs {
   at::Tensor logits;
   at::Tensor actions;  // int64
   at::Tensor mask;     // bool, or undefined
-  int64_t num_actions;
+  int64_t num_actions = 0;
+  const int64_t* action_data = nullptr;
+  const uint8_t* mask_data = nullptr;  // nullptr: no mask
 
   const uint8_t* mask_row(int64_t i) const {
-    return mask.defined() ? reinterpret_cast<const uint8_t*>(mask.const_data_ptr<bool>()) +
-                                i * num_actions
-                          : nullptr;
+    return mask_data != nullptr ? mask_data + i * num_actions : nullptr;
   }
   // The chosen action of step i, clamped to [0, A - 1].
   int64_t action(int64_t i) const {
-    const int64_t a = actions.const_data_ptr<int64_t>()[i];
+    const int64_t a = action_data[i];
     return a < 0 ? 0 : (a >= num_actions ? num_actions - 1 : a);
   }
 };
@@ -212,7 +223,9 @@ LogitsArgs prepare(const at::Tensor& logits, const at::Tensor& actions,
                       ", got shape ", action_mask->sizes(), " and dtype ",
                       action_mask->scalar_type());
     args.mask = action_mask->contiguous();
+    args.mask_data = reinterpret_cast<const uint8_t*>(args.mask.const_data_ptr<bool>());
   }
+  args.action_data = args.actions.const_data_ptr<int64_t>();
   return args;
 }
 

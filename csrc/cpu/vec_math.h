@@ -39,29 +39,35 @@ using acc_t = std::conditional_t<std::is_same<T, double>::value, double, float>;
 // Lanes of the fixed-order accumulators (a multiple of every SIMD width used).
 constexpr int kLanes = 16;
 
-// exp(x) for float in straight-line code (Cephes expf: relative error ~1e-7, 0 below
-// -87.3, saturating at exp(88)); vectorises inside loops.
-inline float fast_exp(float x) {
-  const float lo = -87.3f;
-  const float clamped = x < lo ? lo : (x > 88.0f ? 88.0f : x);
-  const float t = clamped * 1.44269504088896341f;
-  const float fn = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
-  const int n = static_cast<int>(fn);
-  float r = clamped - fn * 0.693359375f;
+// exp(x) for float lanes (Cephes expf: relative error ~1e-7, 0 below -87.3, saturating at
+// exp(88)) in straight-line code, for a float (I = int32_t) or a float vector (I: the int32
+// vector of its width, GCC vector extensions); the integer part comes from the bits of the
+// rounding sum, so no float-to-int conversion (undefined for NaN) is needed.
+template <class V, class I>
+GFN_ALWAYS_INLINE V exp_approx(V x) {
+  const V zero = V{} + 0.0f, lo = zero - 87.3f, hi = zero + 88.0f;
+  const V clamped = x < lo ? lo : (x > hi ? hi : x);
+  const V shifted = clamped * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: rounds
+  const V fn = shifted - 12582912.0f;
+  I n;
+  std::memcpy(&n, &shifted, sizeof(n));
+  n -= 0x4B400000;  // the bits of 1.5 * 2^23; what remains is round(x / log 2)
+  V r = clamped - fn * 0.693359375f;
   r = r - fn * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+  V p = zero + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
-  const int bits = (n + 127) << 23;
-  float scale;
+  const V y = p * r * r + r + 1.0f;
+  const I bits = (n + 127) << 23;
+  V scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return x < lo ? 0.0f : y * scale;
+  return x < lo ? zero : y * scale;
 }
 
+inline float fast_exp(float x) { return exp_approx<float, int32_t>(x); }
 inline double fast_exp(double x) { return std::exp(x); }
 
 // Combines the lanes pairwise in a fixed order.
