@@ -34,11 +34,12 @@ batch::Config make_config(const std::string& objective, const std::string& contr
     TORCH_CHECK_VALUE(false, op, ": control_variate: expected one of loo, none, got '",
                       control_variate, "'");
   }
-  TORCH_CHECK_VALUE(std::isfinite(alpha), op, ": alpha: expected a finite real number, got ", alpha);
+  TORCH_CHECK_VALUE(std::isfinite(alpha), op, ": alpha: expected a finite real number, got ",
+                    alpha);
   const bool alpha_family = config.objective == batch::Objective::kRenyi ||
                             config.objective == batch::Objective::kTsallis;
-  TORCH_CHECK_VALUE(!(paper_normalization && alpha_family && alpha <= 0),
-                    op, ": alpha: normalization=\"paper\" needs alpha > 0, got alpha=", alpha);
+  TORCH_CHECK_VALUE(!(paper_normalization && alpha_family && alpha <= 0), op,
+                    ": alpha: normalization=\"paper\" needs alpha > 0, got alpha=", alpha);
   config.alpha = alpha;
   config.paper_normalization = paper_normalization;
   return config;

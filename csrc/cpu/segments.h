@@ -11,8 +11,9 @@
 //
 // Types and shapes are checked before (csrc/common/op_checks.h); index values are not (the
 // public functions validate them, gfn_fast/_checks.py): like the CUDA kernels, the layout
-// clamps them so that nothing is read or written out of bounds. Lengths are clamped to [0, T]; offsets to [0, N] and made non-decreasing (a running
-// maximum), which keeps the owned regions disjoint. Results for invalid values are unspecified.
+// clamps them so that nothing is read or written out of bounds. Lengths are clamped to
+// [0, T]; offsets to [0, N] and made non-decreasing (a running maximum), which keeps the
+// owned regions disjoint. Results for invalid values are unspecified.
 #pragma once
 
 #include <ATen/Parallel.h>
