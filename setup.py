@@ -72,7 +72,7 @@ def _emulated_kernels():
 def _emulated_extension():
     return cpp_extension.CppExtension(
         "gfn_fast._C_cuda_emulated",
-        ["csrc/common/op_config.cpp"] + _sources("csrc/cuda/emulation/*.cpp"),
+        _sources("csrc/common/*.cpp") + _sources("csrc/cuda/emulation/*.cpp"),
         include_dirs=EMULATION_INCLUDE,
         extra_compile_args={"cxx": EMULATION_FLAGS},
         libraries=["gfn_fast_emulated_kernels"],
@@ -86,7 +86,7 @@ def _extension():
     std = STD
     # -fno-trapping-math lets GCC if-convert the selects of the CPU fast_exp (no result changes).
     cxx_flags = ["-O3", "-Wall", "-Wextra", std, "-fno-trapping-math"]
-    sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp") + ["csrc/common/op_config.cpp"]
+    sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp") + _sources("csrc/common/*.cpp")
     include_dirs = [os.path.join(ROOT, "csrc")]
     macros = []
     if not with_cuda:

@@ -6,7 +6,7 @@
 namespace gfn_fast {
 
 batch::Config make_config(const std::string& objective, const std::string& control_variate,
-                          double alpha, bool paper_normalization) {
+                          double alpha, bool paper_normalization, const char* op) {
   batch::Config config;
   if (objective == "tb") {
     config.objective = batch::Objective::kTb;
@@ -21,8 +21,8 @@ batch::Config make_config(const std::string& objective, const std::string& contr
   } else if (objective == "tsallis") {
     config.objective = batch::Objective::kTsallis;
   } else {
-    TORCH_CHECK_VALUE(false,
-                      "objective: expected one of tb, vargrad, reverse_kl, forward_kl, renyi, "
+    TORCH_CHECK_VALUE(false, op,
+                      ": objective: expected one of tb, vargrad, reverse_kl, forward_kl, renyi, "
                       "tsallis, got '",
                       objective, "'");
   }
@@ -31,14 +31,15 @@ batch::Config make_config(const std::string& objective, const std::string& contr
   } else if (control_variate == "none") {
     config.control_variate = batch::ControlVariate::kNone;
   } else {
-    TORCH_CHECK_VALUE(false, "control_variate: expected one of loo, none, got '",
+    TORCH_CHECK_VALUE(false, op, ": control_variate: expected one of loo, none, got '",
                       control_variate, "'");
   }
-  TORCH_CHECK_VALUE(std::isfinite(alpha), "alpha: expected a finite real number, got ", alpha);
+  TORCH_CHECK_VALUE(std::isfinite(alpha), op, ": alpha: expected a finite real number, got ",
+                    alpha);
   const bool alpha_family = config.objective == batch::Objective::kRenyi ||
                             config.objective == batch::Objective::kTsallis;
-  TORCH_CHECK_VALUE(!(paper_normalization && alpha_family && alpha <= 0),
-                    "alpha: normalization=\"paper\" needs alpha > 0, got alpha=", alpha);
+  TORCH_CHECK_VALUE(!(paper_normalization && alpha_family && alpha <= 0), op,
+                    ": alpha: normalization=\"paper\" needs alpha > 0, got alpha=", alpha);
   config.alpha = alpha;
   config.paper_normalization = paper_normalization;
   return config;

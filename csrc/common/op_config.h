@@ -10,10 +10,10 @@
 
 namespace gfn_fast {
 
-// The op's string arguments, parsed once (ValueError on unknown names or combinations that
-// MATH.md rules out).
+// The op's string arguments, parsed once (ValueError prefixed by `op` on unknown names or
+// combinations that MATH.md rules out).
 batch::Config make_config(const std::string& objective, const std::string& control_variate,
-                          double alpha, bool paper_normalization);
+                          double alpha, bool paper_normalization, const char* op);
 
 // The rules that depend on the batch (K trajectories, a log Z, off-policy sampling), as
 // gfn_fast.Objective.check_batch states them: ValueError prefixed by `op`.

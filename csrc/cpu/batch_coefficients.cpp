@@ -6,20 +6,15 @@
 #include <limits>
 
 #include "batch_step_cpu.h"
+#include "common/op_checks.h"
 
 namespace gfn_fast {
 namespace cpu {
 
 namespace {
 
-at::Tensor as_double_vector(const at::Tensor& t, int64_t k, const char* name) {
-  TORCH_CHECK_VALUE(at::isFloatingType(t.scalar_type()), name,
-                    ": expected a floating tensor, got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device().is_cpu(), name, ": expected a CPU tensor, got ", t.device());
-  TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == k, name, ": expected shape [K] = [", k,
-                    "], got ", t.sizes());
-  return t.to(at::kDouble).contiguous();
-}
+// A [K] (or scalar) input checked before (csrc/common/op_checks.h), as contiguous double.
+at::Tensor as_double(const at::Tensor& t) { return t.to(at::kDouble).contiguous(); }
 
 // A 0-dim output of dtype out_dtype holding x rounded to it: beyond the float range it is
 // +-inf, as the CUDA kernels store it (at::scalar_tensor would raise instead), so that the
@@ -56,12 +51,11 @@ BatchResult batch_step_tensors(const at::Tensor& s, const c10::optional<at::Tens
                                const at::Tensor& log_reward,
                                const c10::optional<at::Tensor>& log_behavior,
                                const c10::optional<at::Tensor>& log_z, const batch::Config& config,
-                               at::ScalarType out_dtype, const char* op) {
+                               at::ScalarType out_dtype) {
   const int64_t k = s.numel();
-  check_batch(config, k, log_z.has_value(), log_behavior.has_value(), op);
-  const at::Tensor r = as_double_vector(log_reward, k, "log_reward");
+  const at::Tensor r = as_double(log_reward);
   at::Tensor q;
-  if (log_behavior.has_value()) q = as_double_vector(*log_behavior, k, "log_behavior");
+  if (log_behavior.has_value()) q = as_double(*log_behavior);
 
   batch::BatchInputs in;
   in.k = k;
@@ -71,8 +65,6 @@ BatchResult batch_step_tensors(const at::Tensor& s, const c10::optional<at::Tens
   in.log_behavior = q.defined() ? q.const_data_ptr<double>() : nullptr;
   in.config = config;
   if (log_z.has_value()) {
-    TORCH_CHECK_VALUE(log_z->numel() == 1, "log_z: expected a scalar, got shape ",
-                      log_z->sizes());
     in.has_log_z = true;
     in.log_z = log_z->detach().to(at::kDouble).item<double>();
   }
@@ -101,25 +93,20 @@ BatchResult batch_step_tensors(const at::Tensor& s, const c10::optional<at::Tens
 
 namespace {
 
-c10::optional<at::Tensor> optional_double(const c10::optional<at::Tensor>& t, int64_t k,
-                                          const char* name) {
-  if (!t.has_value()) return c10::nullopt;
-  return as_double_vector(*t, k, name);
-}
-
 BatchResult batch_coefficients(const at::Tensor& log_pf, const c10::optional<at::Tensor>& log_pb,
                                const at::Tensor& log_reward,
                                const c10::optional<at::Tensor>& log_behavior,
                                const c10::optional<at::Tensor>& log_z, c10::string_view objective,
                                c10::string_view control_variate, double alpha,
                                bool paper_normalization) {
-  const batch::Config config = make_config(std::string(objective), std::string(control_variate),
-                                           alpha, paper_normalization);
-  const int64_t k = log_pf.numel();
-  const at::Tensor s = as_double_vector(log_pf, k, "log_pf");
-  const auto out_dtype = accumulation_type(log_pf.scalar_type());
-  return batch_step_tensors(s, optional_double(log_pb, k, "log_pb"), log_reward, log_behavior,
-                            log_z, config, out_dtype, "batch_coefficients");
+  const batch::Config config =
+      check_batch_coefficients(OpArgs("batch_coefficients"), log_pf, log_pb, log_reward,
+                               log_behavior, log_z, objective, control_variate, alpha,
+                               paper_normalization);
+  const c10::optional<at::Tensor> b =
+      log_pb.has_value() ? c10::optional<at::Tensor>(as_double(*log_pb)) : c10::nullopt;
+  return batch_step_tensors(as_double(log_pf), b, log_reward, log_behavior, log_z, config,
+                            accumulation_type(log_pf.scalar_type()));
 }
 
 }  // namespace

@@ -59,13 +59,13 @@ using BatchResult =
     std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // (c, d, e, value, ess, log_z_hat, skipped) from per-trajectory sums s (and b) given as
-// contiguous double [K] tensors; outputs are `out_dtype` (float32 or float64), skipped bool.
-// Errors of the batch rules start with `op`.
+// contiguous double [K] tensors, and the other inputs checked (csrc/common/op_checks.h);
+// outputs are `out_dtype` (float32 or float64), skipped bool.
 BatchResult batch_step_tensors(const at::Tensor& s, const c10::optional<at::Tensor>& b,
                                const at::Tensor& log_reward,
                                const c10::optional<at::Tensor>& log_behavior,
                                const c10::optional<at::Tensor>& log_z, const batch::Config& config,
-                               at::ScalarType out_dtype, const char* op);
+                               at::ScalarType out_dtype);
 
 }  // namespace cpu
 }  // namespace gfn_fast

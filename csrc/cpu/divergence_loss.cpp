@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include "batch_step_cpu.h"
+#include "common/op_checks.h"
 #include "segments.h"
 
 namespace gfn_fast {
@@ -46,26 +47,17 @@ BatchResult divergence_loss_fused(
     const c10::optional<at::Tensor>& log_z, const c10::optional<at::Tensor>& lengths,
     const c10::optional<at::Tensor>& offsets, c10::string_view objective,
     c10::string_view control_variate, double alpha, bool paper_normalization) {
-  const batch::Config config = make_config(std::string(objective), std::string(control_variate),
-                                           alpha, paper_normalization);
-  check_floating(step_log_pf, "step_log_pf");
-  const SegmentLayout layout =
-      SegmentLayout::make(step_log_pf.sizes(), lengths, offsets, "step_log_pf");
+  const FusedShape shape = check_divergence_loss_fused(
+      OpArgs("divergence_loss_fused"), step_log_pf, step_log_pb, log_reward, log_behavior, log_z,
+      lengths, offsets, objective, control_variate, alpha, paper_normalization);
+  const SegmentLayout layout = SegmentLayout::make(shape.layout, lengths, offsets);
   const at::Tensor pf = step_log_pf.contiguous();
-  at::Tensor pb;
-  if (step_log_pb.has_value()) {
-    check_floating(*step_log_pb, "step_log_pb");
-    TORCH_CHECK_VALUE(step_log_pb->sizes() == step_log_pf.sizes(),
-                      "step_log_pb: expected the shape of step_log_pf ", step_log_pf.sizes(),
-                      ", got ", step_log_pb->sizes());
-    pb = step_log_pb->contiguous();
-  }
+  const at::Tensor pb = step_log_pb.has_value() ? step_log_pb->contiguous() : at::Tensor();
   const at::Tensor s = trajectory_sums(pf, layout);
   const at::Tensor b = pb.defined() ? trajectory_sums(pb, layout) : at::Tensor();
   const auto out_dtype = accumulation_type(pf.scalar_type());
   return batch_step_tensors(s, pb.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt,
-                            log_reward, log_behavior, log_z, config, out_dtype,
-                            "divergence_loss_fused");
+                            log_reward, log_behavior, log_z, shape.config, out_dtype);
 }
 
 // pb_dtype None: step_log_pb was None, and the second output is an empty tensor.
@@ -74,22 +66,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> divergence_loss_backward(
     const c10::optional<at::Tensor>& lengths, const c10::optional<at::Tensor>& offsets,
     c10::SymIntArrayRef shape, at::ScalarType pf_dtype, c10::optional<at::ScalarType> pb_dtype) {
   const at::IntArrayRef sizes = C10_AS_INTARRAYREF_SLOW(shape);
-  const SegmentLayout layout = SegmentLayout::make(sizes, lengths, offsets, "step_log_pf");
-  check_floating(grad_loss, "grad_loss");
-  check_floating(c, "c");
-  check_floating(d, "d");
-  check_floating(e, "e");
-  TORCH_CHECK_VALUE(grad_loss.numel() == 1, "grad_loss: expected a scalar, got shape ",
-                    grad_loss.sizes());
-  TORCH_CHECK_VALUE(c.numel() == layout.batch() && d.numel() == layout.batch(),
-                    "c and d: expected ", layout.batch(), " elements, got ", c.numel(), " and ",
-                    d.numel());
-  TORCH_CHECK_VALUE(c.scalar_type() == d.scalar_type(), "d: expected the dtype of c (",
-                    c.scalar_type(), "), got ", d.scalar_type());
-  TORCH_CHECK_VALUE(at::isFloatingType(pf_dtype), "pf_dtype: expected a floating dtype, got ",
-                    pf_dtype);
-  TORCH_CHECK_VALUE(!pb_dtype.has_value() || at::isFloatingType(*pb_dtype),
-                    "pb_dtype: expected a floating dtype or None, got ", *pb_dtype);
+  const SegmentLayout layout = SegmentLayout::make(
+      check_divergence_loss_backward(OpArgs("divergence_loss_backward"), grad_loss, c, d, e,
+                                     lengths, offsets, sizes, pf_dtype, pb_dtype),
+      lengths, offsets);
   const double g = grad_loss.item<double>();
   at::Tensor grad_pf = broadcast_gradient(g, c, layout, sizes, pf_dtype);
   at::Tensor grad_pb = pb_dtype.has_value()

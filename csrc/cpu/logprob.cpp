@@ -20,6 +20,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/op_checks.h"
 #include "common/op_config.h"
 #include "segments.h"
 #include "simd_pack.h"
@@ -182,7 +183,7 @@ inline void write_grad_row(const Acc* row, const uint8_t* keep, int64_t n, Acc h
   }
 }
 
-// Inputs shared by the forward and the backward, checked and made contiguous.
+// Inputs shared by the forward and the backward, made contiguous.
 struct LogitsArgs {
   at::Tensor logits;
   at::Tensor actions;  // int64
@@ -201,27 +202,14 @@ struct LogitsArgs {
   }
 };
 
+// `num_actions` from the checks of csrc/common/op_checks.h.
 LogitsArgs prepare(const at::Tensor& logits, const at::Tensor& actions,
-                   const c10::optional<at::Tensor>& action_mask) {
-  check_floating(logits, "logits");
-  TORCH_CHECK_VALUE(actions.scalar_type() == at::kInt || actions.scalar_type() == at::kLong,
-                    "actions: expected an int32 or int64 tensor, got ", actions.scalar_type());
-  TORCH_CHECK_VALUE(logits.dim() == actions.dim() + 1 &&
-                        logits.sizes().slice(0, actions.dim()) == actions.sizes(),
-                    "actions: expected the shape of logits without the action dim ",
-                    logits.sizes().slice(0, logits.dim() - 1), ", got ", actions.sizes());
+                   const c10::optional<at::Tensor>& action_mask, int64_t num_actions) {
   LogitsArgs args;
-  args.num_actions = logits.size(-1);
-  TORCH_CHECK_VALUE(args.num_actions >= 1, "logits: expected at least one action, got shape ",
-                    logits.sizes());
+  args.num_actions = num_actions;
   args.logits = logits.contiguous();
   args.actions = actions.to(at::kLong).contiguous();
   if (action_mask.has_value()) {
-    TORCH_CHECK_VALUE(action_mask->scalar_type() == at::kBool &&
-                          action_mask->sizes() == logits.sizes(),
-                      "action_mask: expected a bool tensor of shape ", logits.sizes(),
-                      ", got shape ", action_mask->sizes(), " and dtype ",
-                      action_mask->scalar_type());
     args.mask = action_mask->contiguous();
     args.mask_data = reinterpret_cast<const uint8_t*>(args.mask.const_data_ptr<bool>());
   }
@@ -233,8 +221,10 @@ std::tuple<at::Tensor, at::Tensor> logprob_from_logits(
     const at::Tensor& logits, const at::Tensor& actions,
     const c10::optional<at::Tensor>& action_mask, const c10::optional<at::Tensor>& lengths,
     const c10::optional<at::Tensor>& offsets) {
-  const LogitsArgs args = prepare(logits, actions, action_mask);
-  const SegmentLayout layout = SegmentLayout::make(actions.sizes(), lengths, offsets, "actions");
+  const LogitsShape shape = check_logprob_from_logits(OpArgs("logprob_from_logits"), logits,
+                                                      actions, action_mask, lengths, offsets);
+  const LogitsArgs args = prepare(logits, actions, action_mask, shape.num_actions);
+  const SegmentLayout layout = SegmentLayout::make(shape.layout, lengths, offsets);
   at::Tensor logprob = at::empty(
       {layout.batch()}, logits.options().dtype(accumulation_type(logits.scalar_type())));
   at::Tensor step_lse = at::empty(actions.sizes(), logits.options().dtype(at::kDouble));
@@ -274,13 +264,11 @@ at::Tensor logprob_from_logits_backward(const at::Tensor& grad, const at::Tensor
                                         const at::Tensor& step_lse,
                                         const c10::optional<at::Tensor>& lengths,
                                         const c10::optional<at::Tensor>& offsets) {
-  const LogitsArgs args = prepare(logits, actions, action_mask);
-  const SegmentLayout layout = SegmentLayout::make(actions.sizes(), lengths, offsets, "actions");
-  check_floating(grad, "grad");
-  TORCH_CHECK_VALUE(grad.numel() == layout.batch(), "grad: expected ", layout.batch(),
-                    " elements (one per segment), got shape ", grad.sizes());
-  TORCH_CHECK_VALUE(step_lse.sizes() == actions.sizes(), "step_lse: expected shape ",
-                    actions.sizes(), ", got ", step_lse.sizes());
+  const LogitsShape shape =
+      check_logprob_from_logits_backward(OpArgs("logprob_from_logits_backward"), grad, logits,
+                                         actions, action_mask, step_lse, lengths, offsets);
+  const LogitsArgs args = prepare(logits, actions, action_mask, shape.num_actions);
+  const SegmentLayout layout = SegmentLayout::make(shape.layout, lengths, offsets);
   const at::Tensor g = grad.to(accumulation_type(logits.scalar_type())).contiguous();
   const at::Tensor lse_in = step_lse.to(at::kDouble).contiguous();
   at::Tensor grad_logits = at::empty(logits.sizes(), logits.options());

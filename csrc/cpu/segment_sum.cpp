@@ -3,6 +3,7 @@
 #include <ATen/Dispatch.h>
 #include <torch/extension.h>
 
+#include "common/op_checks.h"
 #include "common/op_config.h"
 #include "segments.h"
 
@@ -12,8 +13,8 @@ namespace {
 
 at::Tensor segment_sum(const at::Tensor& values, const c10::optional<at::Tensor>& lengths,
                        const c10::optional<at::Tensor>& offsets) {
-  check_floating(values, "values");
-  const SegmentLayout layout = SegmentLayout::make(values.sizes(), lengths, offsets, "values");
+  const LayoutShape shape = check_segment_sum(OpArgs("segment_sum"), values, lengths, offsets);
+  const SegmentLayout layout = SegmentLayout::make(shape, lengths, offsets);
   const at::Tensor x = values.contiguous();
   const auto acc = accumulation_type(x.scalar_type());
   at::Tensor out = at::empty({layout.batch()}, x.options().dtype(acc));
@@ -26,12 +27,11 @@ at::Tensor segment_sum(const at::Tensor& values, const c10::optional<at::Tensor>
 at::Tensor segment_sum_backward(const at::Tensor& grad, const c10::optional<at::Tensor>& lengths,
                                 const c10::optional<at::Tensor>& offsets,
                                 c10::SymIntArrayRef shape, at::ScalarType dtype) {
-  check_floating(grad, "grad");
   const at::IntArrayRef sizes = C10_AS_INTARRAYREF_SLOW(shape);
-  const SegmentLayout layout = SegmentLayout::make(sizes, lengths, offsets, "values");
-  TORCH_CHECK_VALUE(grad.numel() == layout.batch(), "grad: expected ", layout.batch(),
-                    " elements (one per segment), got shape ", grad.sizes());
-  TORCH_CHECK_VALUE(at::isFloatingType(dtype), "dtype: expected a floating dtype, got ", dtype);
+  const SegmentLayout layout = SegmentLayout::make(
+      check_segment_sum_backward(OpArgs("segment_sum_backward"), grad, lengths, offsets, sizes,
+                                 dtype),
+      lengths, offsets);
   const at::Tensor g = grad.to(at::kDouble).contiguous();
   const double* gd = g.const_data_ptr<double>();
   at::Tensor out = at::empty(sizes, grad.options().dtype(dtype));

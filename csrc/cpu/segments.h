@@ -1,6 +1,5 @@
-// Segment layouts shared by the CPU kernels: validation of lengths / offsets, the step
-// range of each segment, the region each segment owns for zero-filling, and the parallel
-// loop over segments.
+// Segment layouts shared by the CPU kernels: the step range of each segment, the region each
+// segment owns for zero-filling, and the parallel loop over segments.
 //
 //   padded: values [B, T] (contiguous), lengths [B] or none (full rows); segment b is
 //           steps b*T .. b*T + lengths[b], and owns its whole row b*T .. (b+1)*T.
@@ -10,10 +9,11 @@
 // Every step position belongs to exactly one owned region, so a parallel loop over
 // segments writes every output element exactly once, without races. Padding is never read.
 //
-// Index values are not checked here (the public functions validate them, gfn_fast/_checks.py):
-// like the CUDA kernels, the layout clamps them so that nothing is read or written out of
-// bounds. Lengths are clamped to [0, T]; offsets to [0, N] and made non-decreasing (a running
-// maximum), which keeps the owned regions disjoint. Results for invalid values are unspecified.
+// Types and shapes are checked before (csrc/common/op_checks.h); index values are not (the
+// public functions validate them, gfn_fast/_checks.py): like the CUDA kernels, the layout
+// clamps them so that nothing is read or written out of bounds. Lengths are clamped to
+// [0, T]; offsets to [0, N] and made non-decreasing (a running maximum), which keeps the
+// owned regions disjoint. Results for invalid values are unspecified.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/op_args.h"
 #include "vec_math.h"
 
 namespace gfn_fast {
@@ -30,22 +31,15 @@ namespace cpu {
 
 class SegmentLayout {
  public:
-  // `steps_shape` is [B, T] (padded) or [N] (packed) -- the per-step shape of the values.
-  // `name` names the values in error messages.
-  static SegmentLayout make(at::IntArrayRef steps_shape, const c10::optional<at::Tensor>& lengths,
-                            const c10::optional<at::Tensor>& offsets, const char* name) {
-    TORCH_CHECK_VALUE(!(lengths.has_value() && offsets.has_value()),
-                      "lengths and offsets: expected at most one of them, got both");
+  // The layout of a `shape` already checked (csrc/common/op_checks.h), with its index values
+  // read and clamped.
+  static SegmentLayout make(const LayoutShape& shape, const c10::optional<at::Tensor>& lengths,
+                            const c10::optional<at::Tensor>& offsets) {
     SegmentLayout layout;
-    if (offsets.has_value()) {
-      TORCH_CHECK_VALUE(steps_shape.size() == 1, name,
-                        ": with offsets (packed layout) expected per-step shape [N], got ",
-                        steps_shape);
-      auto off = index_vector(*offsets, "offsets");
-      TORCH_CHECK_VALUE(off.size() >= 1, "offsets: expected a 1-D tensor [B + 1], got ",
-                        offsets->sizes());
-      layout.total_ = steps_shape[0];
-      layout.batch_ = static_cast<int64_t>(off.size()) - 1;
+    layout.batch_ = shape.batch;
+    if (shape.packed) {
+      layout.total_ = shape.steps;
+      auto off = index_vector(*offsets);
       int64_t floor = 0;
       for (int64_t& o : off) {
         o = std::min(std::max(o, floor), layout.total_);
@@ -55,17 +49,10 @@ class SegmentLayout {
       layout.packed_ = true;
       return layout;
     }
-    TORCH_CHECK_VALUE(steps_shape.size() == 2, name,
-                      ": expected per-step shape [B, T] (padded) or pass offsets, got ",
-                      steps_shape);
-    layout.batch_ = steps_shape[0];
-    layout.row_ = steps_shape[1];
+    layout.row_ = shape.steps;
     layout.total_ = layout.batch_ * layout.row_;
     if (lengths.has_value()) {
-      TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == layout.batch_,
-                        "lengths: expected shape [B] = [", layout.batch_, "], got ",
-                        lengths->sizes());
-      auto len = index_vector(*lengths, "lengths");
+      auto len = index_vector(*lengths);
       for (int64_t& l : len) l = std::min(std::max<int64_t>(l, 0), layout.row_);
       layout.begin_ = std::move(len);  // lengths
       layout.has_lengths_ = true;
@@ -104,13 +91,7 @@ class SegmentLayout {
   }
 
  private:
-  static std::vector<int64_t> index_vector(const at::Tensor& index, const char* name) {
-    TORCH_CHECK_VALUE(index.scalar_type() == at::kInt || index.scalar_type() == at::kLong, name,
-                      ": expected an int32 or int64 tensor, got ", index.scalar_type());
-    TORCH_CHECK_VALUE(index.dim() == 1, name, ": expected a 1-D tensor, got shape ",
-                      index.sizes());
-    TORCH_CHECK_VALUE(index.device().is_cpu(), name, ": expected a CPU tensor, got ",
-                      index.device());
+  static std::vector<int64_t> index_vector(const at::Tensor& index) {
     const at::Tensor as_long = index.to(at::kLong).contiguous();
     const int64_t* data = as_long.data_ptr<int64_t>();
     return std::vector<int64_t>(data, data + as_long.numel());
@@ -123,14 +104,6 @@ class SegmentLayout {
   bool packed_ = false;
   bool has_lengths_ = false;
 };
-
-// ValueError unless `t` is a floating CPU tensor.
-inline void check_floating(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(at::isFloatingType(t.scalar_type()), name,
-                    ": expected a float32, float64, bfloat16 or float16 tensor, got ",
-                    t.scalar_type());
-  TORCH_CHECK_VALUE(t.device().is_cpu(), name, ": expected a CPU tensor, got ", t.device());
-}
 
 // Writes `value` on segment b's steps and 0 on the rest of the region it owns.
 template <class T>
