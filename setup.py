@@ -119,7 +119,7 @@ def _extension():
 
 class BuildExtension(cpp_extension.BuildExtension.with_options(use_ninja=True)):
     """torch's build_ext that builds the C libraries (the emulated kernels) first, and keeps the
-    object files in build/temp-<python>-<torch>-<cpu|cuda>, also for pip's editable installs
+    object files in build/temp-<python>-<torch>-<cpu|cuda>/<extension>, also for pip's editable installs
     (which would compile in a new temporary directory every time), so that ninja recompiles
     only the sources that changed. An explicit --build-temp still wins."""
 
@@ -130,6 +130,16 @@ class BuildExtension(cpp_extension.BuildExtension.with_options(use_ninja=True)):
             tag = f"{python}-torch{torch.__version__}-{variant}"
             self.build_temp = os.path.join(ROOT, "build", f"temp-{tag}")
         super().finalize_options()
+
+    def build_extension(self, ext):
+        # One object directory per extension: both compile csrc/common/*.cpp, with other
+        # flags, and would otherwise overwrite (and so recompile) each other's objects.
+        base = self.build_temp
+        self.build_temp = os.path.join(base, ext.name.rsplit(".", 1)[-1])
+        try:
+            super().build_extension(ext)
+        finally:
+            self.build_temp = base
 
     def run(self):
         if self.distribution.has_c_libraries():
