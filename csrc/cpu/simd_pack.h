@@ -34,11 +34,14 @@ struct FloatPack {
   }
   static GFN_ALWAYS_INLINE void store(float* p, V v) { std::memcpy(p, &v, sizeof(v)); }
   // Lanes where the byte mask at p is non-zero.
+  // Compared as bytes, then sign-extended: GCC widens that with one vpmovsxbd, where it
+  // widens the bytes themselves lane by lane.
   static GFN_ALWAYS_INLINE Mask keep(const uint8_t* p) {
     typedef uint8_t Bytes __attribute__((vector_size(8)));
+    typedef int8_t ByteMask __attribute__((vector_size(8)));
     Bytes b;
     std::memcpy(&b, p, sizeof(b));
-    return __builtin_convertvector(b, Mask) != 0;
+    return __builtin_convertvector(static_cast<ByteMask>(b != 0), Mask);
   }
   static GFN_ALWAYS_INLINE V select(Mask m, V a, V b) { return m ? a : b; }
   static GFN_ALWAYS_INLINE V max(V a, V b) { return a > b ? a : b; }
