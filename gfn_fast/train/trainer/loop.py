@@ -159,6 +159,7 @@ class Trainer:
                         temperature=config.temperature,
                         layout=config.layout,
                         keep_graph=config.keep_graph,
+                        record_activations=config.record_activations,
                         device=self.device,
                     )
                     for shard, generator in zip(self.shards.shards, self.generators, strict=True)

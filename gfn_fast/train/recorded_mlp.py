@@ -1,0 +1,105 @@
+"""Reuse the rollout's forward of p_F in the batched pass: record a plain MLP's activations
+while the no-grad rollout runs it, then differentiate them with one batched backward.
+
+The batched pass needs the gradient of the loss w.r.t. the p_F MLP's parameters at the N
+visited states, and the rollout has already run that MLP's forward on them, step by step.
+`MLPRecorder` runs that forward itself, writing every layer's input and the output into
+preallocated [capacity, width] buffers (the steps' rows one after another); `outputs` then
+gives those outputs in the rollout's row order, as a tensor whose backward computes every
+layer's weight and bias gradients with one matmul over all N rows. A training step then
+costs the rollout's forward plus one batched backward, without a second forward of p_F.
+
+Exact: the backward is autograd's backward of nn.Linear and nn.LeakyReLU applied to the
+recorded activations (a LeakyReLU with a positive slope keeps the sign of its input, so its
+output alone gives its derivative). Only for networks it knows how to differentiate (see
+`recordable`); the rollout runs the policy as it is otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def recordable(network: nn.Module | None) -> bool:
+    """Whether `network` is an nn.Sequential of Linear layers with LeakyReLUs (slope > 0)
+    between them, with float32 parameters, run eagerly (not torch.compile'd) and outside
+    autocast: the networks whose backward `MLPRecorder` computes."""
+    if not isinstance(network, nn.Sequential) or network._compiled_call_impl is not None:
+        return False
+    layers = list(network)
+    linears, activations = layers[::2], layers[1::2]
+    if not layers or len(layers) % 2 == 0:
+        return False
+    if not all(type(layer) is nn.Linear and layer.bias is not None for layer in linears):
+        return False
+    if not all(type(layer) is nn.LeakyReLU and layer.negative_slope > 0 for layer in activations):
+        return False
+    weight = linears[0].weight
+    if torch.is_autocast_enabled(weight.device.type):
+        return False
+    return all(p.dtype == torch.float32 and p.device == weight.device for p in network.parameters())
+
+
+class MLPRecorder:
+    """Runs a `recordable` MLP on the rollout's steps (under no_grad) and keeps what its
+    backward needs: each Linear's input, and the output, for up to `capacity` rows."""
+
+    def __init__(self, network: nn.Sequential, capacity: int):
+        layers = list(network)
+        self.linears: list[nn.Linear] = layers[::2]
+        self.slopes = [layer.negative_slope for layer in layers[1::2]]
+        weight = self.linears[0].weight
+        self.inputs = [weight.new_empty(capacity, layer.in_features) for layer in self.linears]
+        self.output = weight.new_empty(capacity, self.linears[-1].out_features)
+        self.rows = 0
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        """[n, F] -> [n, out] the network's output on the next n rows (recorded)."""
+        start, end = self.rows, self.rows + features.shape[0]
+        x = self.inputs[0][start:end]
+        x.copy_(features)
+        # addmm(bias, x, W^T) is what nn.Linear computes on a 2-D input.
+        hidden = zip(self.linears[:-1], self.slopes, self.inputs[1:], strict=True)
+        for layer, slope, buffer in hidden:
+            h = torch.addmm(layer.bias, x, layer.weight.t(), out=buffer[start:end])
+            x = torch.nn.functional.leaky_relu_(h, slope)
+        last = self.linears[-1]
+        self.rows = end
+        return torch.addmm(last.bias, x, last.weight.t(), out=self.output[start:end])
+
+    def outputs(self, order: torch.Tensor) -> torch.Tensor:
+        """[M, out] the recorded outputs' rows `order` (a permutation of the rows recorded),
+        differentiable w.r.t. the network's parameters."""
+        parameters = [p for layer in self.linears for p in (layer.weight, layer.bias)]
+        return _RecordedMLP.apply(self, order, *parameters)
+
+
+class _RecordedMLP(torch.autograd.Function):
+    """Forward: the recorded outputs, reordered. Backward: the gradients of every Linear's
+    weight and bias, by backpropagating through the recorded activations."""
+
+    @staticmethod
+    def forward(ctx, recorder: MLPRecorder, order: torch.Tensor, *parameters):
+        rows = recorder.rows
+        ctx.slopes = recorder.slopes
+        # Saved, so that autograd's version check catches a later in-place change.
+        ctx.save_for_backward(order, *parameters[::2], *(x[:rows] for x in recorder.inputs))
+        return recorder.output[:rows].index_select(0, order)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        order, *saved = ctx.saved_tensors
+        count = len(saved) // 2
+        weights, inputs = saved[:count], saved[count:]
+        # Rows back into recording order (the weight gradients are sums over rows).
+        g = torch.empty_like(grad).index_copy_(0, order, grad)
+        grads: list[torch.Tensor | None] = [None] * (2 * count)
+        for i in reversed(range(count)):
+            grads[2 * i] = g.t().mm(inputs[i])
+            grads[2 * i + 1] = g.sum(0)
+            if i:
+                g = torch.ops.aten.leaky_relu_backward(
+                    g.mm(weights[i]), inputs[i], ctx.slopes[i - 1], True
+                )
+        return None, None, *grads
