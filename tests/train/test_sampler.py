@@ -215,6 +215,31 @@ def test_record_activations_falls_back_where_it_cannot_differentiate_the_policy(
     assert _rollout(env, policy, record_activations=True).outputs is None
 
 
+@pytest.mark.parametrize("validate", [True, False])
+def test_learned_pb_skips_forced_steps_exactly(validate):
+    """Packed: p_B runs only on steps whose child has more than one way back; the others
+    add log 1 = 0 and no gradient. Against p_B over every step, in plain torch."""
+    env = envs.make("hypergrid", None)
+    policy = _policy(env, learn_pb=True)
+    sampled = _rollout(env, policy, batch_size=64)
+    mask = env.backward_mask(sampled.children)
+    forced = mask.sum(-1) == 1
+    assert forced.any() and not forced.all()
+    weights = torch.rand(64, generator=torch.Generator().manual_seed(5))
+    parameters = list(policy.backward_net.parameters())
+    log_pb = score(env, policy, sampled, validate=validate).log_pb
+    logits = policy.backward_logits(env.features(sampled.children))
+    log_softmax = logits.masked_fill(~mask, -math.inf).log_softmax(-1)
+    taken = env.backward_action(sampled.parents, sampled.actions)
+    segment = torch.repeat_interleave(torch.arange(64), sampled.lengths)
+    expected = torch.zeros(64).index_add(0, segment, log_softmax.gather(1, taken[:, None])[:, 0])
+    torch.testing.assert_close(log_pb, expected)
+    grads = torch.autograd.grad((weights * log_pb).sum(), parameters)
+    expected_grads = torch.autograd.grad((weights * expected).sum(), parameters)
+    for a, b in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_concatenated_rollouts_score_like_each_part():
     env = envs.make("hypergrid", None)
     policy = _policy(env, learn_pb=True)
