@@ -2,7 +2,8 @@
 
 Its parts live beside it: the config and its checks (`config`), how a run is measured
 (`evaluation`), the checkpoint files (`checkpoint`), the progress bar and metric files
-(`logs`), signals (`interrupts`) and shards in one or several processes (`distributed`).
+(`logs`), signals (`interrupts`), shards in one or several processes (`distributed`), and
+the allocator setting that keeps a step's freed memory for the next one (`allocator`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gfn_fast.train.policies import make_policy
 from gfn_fast.train.precision import autocast
 from gfn_fast.train.rollout import concatenate, rollout
 from gfn_fast.train.scoring import score
+from gfn_fast.train.trainer.allocator import keep_freed_memory
 from gfn_fast.train.trainer.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -63,6 +65,7 @@ class Trainer:
         self.shards = shard_group(process_group, config.nproc)
         self.out = None if out is None or self.shards.rank != 0 else Path(out)
         torch.set_num_threads(config.threads)
+        keep_freed_memory()  # process-wide, like the thread count (see `allocator`)
         torch.manual_seed(config.seed)
         self.device = torch.device(config.device)
         self.env = envs.make(config.env, config.preset)
