@@ -93,6 +93,11 @@ class DiscretePolicy(nn.Module):
             raise ValueError("learn_pb: this policy has a uniform p_B; build it with learn_pb=True")
         return self.backward_net(features)
 
+    @property
+    def backward_mlp(self) -> nn.Module | None:
+        """The network that `backward_logits` runs, as it is (None: p_B is not learned)."""
+        return self.backward_net
+
 
 class GaussianMixturePolicy(nn.Module):
     """p_F(next coordinate | state) = sum_k w_k N(mu_k, sigma_k^2), from an MLP.

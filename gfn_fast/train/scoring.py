@@ -20,6 +20,7 @@ import gfn_fast as gf
 from gfn_fast import ops
 from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv
 from gfn_fast.train.precision import run_network
+from gfn_fast.train.recorded_mlp import recordable, run_recorded
 from gfn_fast.train.rollout import Rollout
 
 
@@ -119,7 +120,11 @@ def _log_pb(env, policy, rollout, validate) -> torch.Tensor | None:
         parents, actions, children, mask = (
             rows.index_select(0, kept) for rows in (parents, actions, children, mask)
         )
-    logits = run_network(policy.backward_logits, env.features(children)).float()
+    network, features = getattr(policy, "backward_mlp", None), env.features(children)
+    if recordable(network):
+        logits = run_recorded(network, features)
+    else:
+        logits = run_network(policy.backward_logits, features).float()
     taken = env.backward_action(parents, actions)
     return _logprob(rollout, logits, taken, mask, offsets, validate)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gfn_fast as gf
-from gfn_fast.train import envs
+from gfn_fast.train import envs, recorded_mlp
 from gfn_fast.train.policies import make_policy
 from gfn_fast.train.rollout import concatenate, rollout
 from gfn_fast.train.sampler import continuous_log_pt, sample_trajectories
@@ -215,10 +215,12 @@ def test_record_activations_falls_back_where_it_cannot_differentiate_the_policy(
     assert _rollout(env, policy, record_activations=True).outputs is None
 
 
+@pytest.mark.parametrize("block_rows", [512, 7])
 @pytest.mark.parametrize("validate", [True, False])
-def test_learned_pb_skips_forced_steps_exactly(validate):
+def test_learned_pb_skips_forced_steps_exactly(validate, block_rows, monkeypatch):
     """Packed: p_B runs only on steps whose child has more than one way back; the others
     add log 1 = 0 and no gradient. Against p_B over every step, in plain torch."""
+    monkeypatch.setattr(recorded_mlp, "BLOCK_ROWS", block_rows)  # the backward's blocks
     env = envs.make("hypergrid", None)
     policy = _policy(env, learn_pb=True)
     sampled = _rollout(env, policy, batch_size=64)
@@ -270,6 +272,20 @@ def test_continuous_log_pt_matches_the_batched_pass(name, forward):
     assert torch.allclose(continuous_log_pt(env, policy, x), batch.log_pf, atol=1e-5)
     assert torch.allclose(batch.log_reward, env.log_reward(x))
     assert batch.log_pf.requires_grad and batch.log_pb is None
+
+
+def test_recorded_backward_in_blocks_gives_the_kept_graphs_gradient(monkeypatch):
+    env = envs.make("hypergrid", None)
+    policy = _policy(env, learn_pb=True)
+    gradients = []
+    for forward, block_rows in (({"record_activations": True}, 7), ({"keep_graph": True}, 512)):
+        monkeypatch.setattr(recorded_mlp, "BLOCK_ROWS", block_rows)
+        batch = sample_trajectories(env, policy, 16, generator=torch.Generator(), **forward)
+        weights = torch.linspace(-1.0, 1.0, 16)
+        total = (weights * (batch.log_pf - batch.log_pb)).sum()
+        gradients.append(torch.autograd.grad(total, list(policy.parameters())))
+    for a, b in zip(*gradients, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["gmm", "banana"])
