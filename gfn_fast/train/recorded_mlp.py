@@ -23,8 +23,9 @@ from torch import nn
 
 def recordable(network: nn.Module | None) -> bool:
     """Whether `network` is an nn.Sequential of Linear layers with LeakyReLUs (slope > 0)
-    between them, with float32 parameters, run eagerly (not torch.compile'd) and outside
-    autocast: the networks whose backward `MLPRecorder` computes."""
+    between them, with float32 parameters (on one device), run eagerly (not
+    torch.compile'd) and outside autocast: the networks whose backward `MLPRecorder`
+    computes."""
     if not isinstance(network, nn.Sequential) or network._compiled_call_impl is not None:
         return False
     layers = list(network)
@@ -35,10 +36,12 @@ def recordable(network: nn.Module | None) -> bool:
         return False
     if not all(type(layer) is nn.LeakyReLU and layer.negative_slope > 0 for layer in activations):
         return False
-    weight = linears[0].weight
-    if torch.is_autocast_enabled(weight.device.type):
+    if torch.is_autocast_enabled(linears[0].weight.device.type):
         return False
-    return all(p.dtype == torch.float32 and p.device == weight.device for p in network.parameters())
+    return all(
+        layer.weight.dtype == torch.float32 and layer.bias.dtype == torch.float32
+        for layer in linears
+    )
 
 
 class MLPRecorder:
