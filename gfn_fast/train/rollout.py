@@ -290,8 +290,13 @@ class _Record:
         """[B] int64 steps per trajectory of a discrete rollout, counted once at the end."""
         if self.active:
             return torch.stack(self.active).sum(0)
-        rows = torch.cat(self.rows) if self.rows else torch.zeros(0, dtype=torch.int64)
-        return torch.bincount(rows.to(device), minlength=batch_size)
+        return torch.bincount(self.moved().to(device), minlength=batch_size)
+
+    def moved(self) -> torch.Tensor:
+        """Packed: [N] the trajectory of every recorded row, in recording order."""
+        if self.rows and self.rows[0] is not None:
+            return torch.cat(self.rows)
+        return torch.zeros(0, dtype=torch.int64)
 
     def add(self, rows, parents, actions, children, output) -> None:
         """One step: `rows` [n] the trajectories it moved (None: all B, in order)."""
@@ -307,8 +312,11 @@ class _Record:
         `offsets` (steps of the running rows only), step t of trajectory b is row
         offsets[b] + t; without, every step recorded all B rows, and it is row b * T + t."""
         if offsets is not None:
-            position = torch.cat([offsets[rows] + t for t, rows in enumerate(self.rows)])
-            order = torch.arange(position.numel(), device=position.device)
+            device = offsets.device
+            counts = torch.tensor([rows.numel() for rows in self.rows], device=device)
+            steps = torch.arange(len(self.rows), device=device).repeat_interleave(counts)
+            position = offsets.index_select(0, self.moved().to(device)) + steps
+            order = torch.arange(position.numel(), device=device)
             return torch.empty_like(position).index_copy_(0, position, order)
         steps, batch_size = len(self.parents), self.parents[0].shape[0]
         device = self.parents[0].device

@@ -68,11 +68,11 @@ def score(
             rollouts the trainer has just produced: their layout and actions are valid by
             construction, and the checks cost ~0.3 ms a step.
     """
-    features = env.features(rollout.parents)
-    outputs = rollout.outputs
+    outputs, continuous = rollout.outputs, env.action_space == "continuous"
+    features = env.features(rollout.parents) if outputs is None or continuous else None
     if outputs is None:
         outputs = run_network(policy, features)
-    if env.action_space == "continuous":
+    if continuous:
         per_step = policy.log_prob_of(outputs, features, rollout.actions)
         log_pf = _segment_sum(rollout, per_step, validate)
         log_pb = None
