@@ -168,6 +168,15 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         "batch 512, where it measured faster)",
     )
     add(
+        "--no-record-activations",
+        dest="record_activations",
+        action="store_false",
+        default=None,
+        help="run p_F again in the batched pass (or keep the rollout's graph with "
+        "--keep-graph) instead of backpropagating through the activations that the "
+        "rollout recorded (default: recorded, where p_F is a plain fp32 MLP)",
+    )
+    add(
         "--precision",
         choices=("fp32", "bf16"),
         help=f"policy networks in fp32 or bf16 autocast; log-softmax and loss stay fp32 "

@@ -82,11 +82,21 @@ class DiscretePolicy(nn.Module):
         """[B, F] features -> [B, n_actions] unmasked forward logits."""
         return self.forward_net(features)
 
+    @property
+    def forward_mlp(self) -> nn.Module:
+        """The network that `forward` runs, as it is (the rollout may record it)."""
+        return self.forward_net
+
     def backward_logits(self, features: torch.Tensor) -> torch.Tensor:
         """[B, F] features -> [B, n_backward_actions] unmasked backward logits."""
         if self.backward_net is None:
             raise ValueError("learn_pb: this policy has a uniform p_B; build it with learn_pb=True")
         return self.backward_net(features)
+
+    @property
+    def backward_mlp(self) -> nn.Module | None:
+        """The network that `backward_logits` runs, as it is (None: p_B is not learned)."""
+        return self.backward_net
 
 
 class GaussianMixturePolicy(nn.Module):
@@ -132,6 +142,11 @@ class GaussianMixturePolicy(nn.Module):
         `log_prob_of` and `sample_of` (the rollout runs the network once per step, the
         batched pass once over every visited state)."""
         return self.net(features)
+
+    @property
+    def forward_mlp(self) -> nn.Module:
+        """The network that `forward` runs, as it is (the rollout may record it)."""
+        return self.net
 
     def _mixture(self, output: torch.Tensor, features: torch.Tensor):
         # float32 from here on: under bf16 autocast only the network runs in bf16.

@@ -16,8 +16,11 @@ Two layouts of the record, the `layout` of `rollout`:
   the record holds B x T rows, trajectory-major, with `lengths`.
 
 Both draw the same Gumbel noise ([B, A] per step), so they sample the same trajectories.
-`keep_graph=True` keeps the autograd graph of the policy's per-step outputs instead (the
-classic rollout), so that the batched pass reuses them rather than running p_F again.
+
+Two ways to spare the batched pass its forward of p_F, reusing the rollout's instead:
+`record_activations=True` records the activations of a plain p_F MLP as the rollout runs
+it (see `recorded_mlp`), and `keep_graph=True` keeps the autograd graph of the policy's
+per-step outputs (the classic rollout; any policy, but T small graphs to backpropagate).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv
 from gfn_fast.train.policies import gumbel_noise
 from gfn_fast.train.precision import run_network
+from gfn_fast.train.recorded_mlp import MLPRecorder, recordable
 
 LAYOUTS = ("packed", "padded")
 
@@ -44,8 +48,8 @@ class Rollout:
         (M = N = lengths.sum()), or None for the padded layout.
     terminal: [B, W] final states. log_reward: [B] log R(x).
     log_behavior: [B] log q(tau) of the behaviour policy (off-policy), or None.
-    outputs: [M, ...] the policy's per-step outputs with their autograd graph
-        (`keep_graph=True`), or None.
+    outputs: [M, ...] the policy's per-step outputs, differentiable w.r.t. its parameters
+        (through the recorded activations or the kept graph), or None.
     """
 
     parents: torch.Tensor
@@ -103,6 +107,7 @@ def rollout(
     temperature: float = 1.0,
     layout: str = "packed",
     keep_graph: bool = False,
+    record_activations: bool = False,
     device: torch.device | str | None = None,
 ) -> Rollout:
     """Draw `batch_size` trajectories from s0 to terminal states, all at once, without
@@ -116,6 +121,9 @@ def rollout(
         temperature: off-policy tempering, behaviour = softmax(log p_F / temperature).
         layout: "packed" or "padded".
         keep_graph: keep the graph of the policy's per-step outputs (`Rollout.outputs`).
+        record_activations: where the policy's forward is a plain MLP (`recordable`), run
+            it recording its activations and give `Rollout.outputs` through them instead
+            (keep_graph is then ignored); elsewhere this option does nothing.
         device: where the states live (default: the policy's parameters' device).
 
     Returns:
@@ -133,14 +141,36 @@ def rollout(
     if device is None:
         device = next(policy.parameters()).device
     behaviour = _Behaviour(epsilon, temperature)
+    network = getattr(policy, "forward_mlp", None)
+    recorder = None
+    if record_activations and recordable(network):
+        recorder, keep_graph = MLPRecorder(network, batch_size * env.max_length), False
+    forward = _Forward(policy, keep_graph, recorder)
     with torch.no_grad():
         if env.action_space == "continuous":
-            return _rollout_continuous(
-                env, policy, batch_size, generator, layout, keep_graph, device
-            )
-        return _rollout_discrete(
-            env, policy, batch_size, generator, behaviour, layout, keep_graph, device
-        )
+            return _rollout_continuous(env, policy, batch_size, generator, layout, forward, device)
+        return _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, device)
+
+
+class _Forward:
+    """The rollout's runs of the policy: plain, keeping their graph, or recorded; and the
+    per-step outputs that the batched pass reuses (None: it runs p_F again)."""
+
+    def __init__(self, policy, keep_graph: bool, recorder: MLPRecorder | None):
+        self.policy, self.keep_graph, self.recorder = policy, keep_graph, recorder
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        if self.recorder is not None:
+            return self.recorder(features)
+        with torch.set_grad_enabled(self.keep_graph):
+            return run_network(self.policy, features)
+
+    def outputs(self, record: _Record, order: torch.Tensor) -> torch.Tensor | None:
+        """[M, ...] in the record's row order; `order` maps it to the rollout's rows."""
+        with torch.enable_grad():
+            if self.recorder is not None:
+                return self.recorder.outputs(order)
+            return record.assemble_outputs(order) if self.keep_graph else None
 
 
 class _Behaviour:
@@ -160,7 +190,7 @@ class _Behaviour:
         return log_q
 
 
-def _rollout_discrete(env, policy, batch_size, generator, behaviour, layout, keep_graph, device):
+def _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, device):
     packed = layout == "packed"
     states = env.initial_states(batch_size, device)
     start = env.initial_states(1, device)
@@ -182,8 +212,7 @@ def _rollout_discrete(env, policy, batch_size, generator, behaviour, layout, kee
             parents = torch.where(active[:, None], states, start)
             step_noise = noise[t]
         mask = env.forward_mask(parents)
-        with torch.set_grad_enabled(keep_graph):
-            output = run_network(policy, env.features(parents))
+        output = forward(env.features(parents))
         logits = torch.where(mask, output.detach().float(), -torch.inf)
         if behaviour.off_policy:
             log_q = behaviour.log_probs(logits, mask)
@@ -192,7 +221,7 @@ def _rollout_discrete(env, policy, batch_size, generator, behaviour, layout, kee
         else:
             action = (logits + step_noise).argmax(-1)
         children = env.step(parents, action)
-        record.add(rows, parents, action, children, output if keep_graph else None)
+        record.add(rows, parents, action, children, output if forward.keep_graph else None)
         if packed:
             if log_behavior is not None:
                 log_behavior.index_add_(0, rows, step_log_q)
@@ -206,7 +235,8 @@ def _rollout_discrete(env, policy, batch_size, generator, behaviour, layout, kee
             active = active & ~env.is_terminal(children)
     lengths = record.lengths(batch_size, device)
     offsets = _offsets(lengths)
-    fields = record.assemble(offsets if packed else None)
+    order = record.order(offsets if packed else None)
+    fields = record.assemble(order)
     if packed:  # each trajectory ends in the child of its last step
         states = fields["children"].index_select(0, offsets[1:] - 1)
     return Rollout(
@@ -216,29 +246,31 @@ def _rollout_discrete(env, policy, batch_size, generator, behaviour, layout, kee
         terminal=states,
         log_reward=env.log_reward(states),
         log_behavior=log_behavior,
+        outputs=forward.outputs(record, order),
     )
 
 
-def _rollout_continuous(env, policy, batch_size, generator, layout, keep_graph, device):
+def _rollout_continuous(env, policy, batch_size, generator, layout, forward, device):
     """Continuous tasks: every trajectory takes env.max_length steps, so both layouts hold
     the same B x T rows (packed offsets are multiples of T)."""
     states = env.initial_states(batch_size, device)
     record = _Record()
     for _ in range(env.max_length):
         features = env.features(states)
-        with torch.set_grad_enabled(keep_graph):
-            output = run_network(policy, features)
+        output = forward(features)
         values = policy.sample_of(output.detach(), features, generator)
         children = env.step(states, values)
-        record.add(None, states, values, children, output if keep_graph else None)
+        record.add(None, states, values, children, output if forward.keep_graph else None)
         states = children
     lengths = torch.full((batch_size,), env.max_length, dtype=torch.int64, device=device)
+    order = record.order(None)
     return Rollout(
-        **record.assemble(None),
+        **record.assemble(order),
         lengths=lengths,
         offsets=_offsets(lengths) if layout == "packed" else None,
         terminal=states,
         log_reward=env.log_reward(env.terminal_objects(states)),
+        outputs=forward.outputs(record, order),
     )
 
 
@@ -247,7 +279,8 @@ def _offsets(lengths: torch.Tensor) -> torch.Tensor:
 
 
 class _Record:
-    """Per-step rows of a rollout, assembled trajectory-major at the end."""
+    """Per-step rows of a rollout, in the order they were recorded (step by step), and
+    assembled trajectory-major at the end."""
 
     def __init__(self):
         self.rows, self.parents, self.actions, self.children, self.outputs = [], [], [], [], []
@@ -257,8 +290,13 @@ class _Record:
         """[B] int64 steps per trajectory of a discrete rollout, counted once at the end."""
         if self.active:
             return torch.stack(self.active).sum(0)
-        rows = torch.cat(self.rows) if self.rows else torch.zeros(0, dtype=torch.int64)
-        return torch.bincount(rows.to(device), minlength=batch_size)
+        return torch.bincount(self.moved().to(device), minlength=batch_size)
+
+    def moved(self) -> torch.Tensor:
+        """Packed: [N] the trajectory of every recorded row, in recording order."""
+        if self.rows and self.rows[0] is not None:
+            return torch.cat(self.rows)
+        return torch.zeros(0, dtype=torch.int64)
 
     def add(self, rows, parents, actions, children, output) -> None:
         """One step: `rows` [n] the trajectories it moved (None: all B, in order)."""
@@ -269,30 +307,32 @@ class _Record:
         if output is not None:
             self.outputs.append(output)
 
-    def assemble(self, offsets: torch.Tensor | None) -> dict[str, torch.Tensor | None]:
-        """The recorded fields as [M, ...] rows. With `offsets` (steps of the running rows
-        only), step t of trajectory b goes to row offsets[b] + t; without, every step has
-        all B rows, stacked as [B, T] and flattened."""
+    def order(self, offsets: torch.Tensor | None) -> torch.Tensor:
+        """[M] for each row of the rollout, trajectory-major, its recorded row. With
+        `offsets` (steps of the running rows only), step t of trajectory b is row
+        offsets[b] + t; without, every step recorded all B rows, and it is row b * T + t."""
         if offsets is not None:
-            position = torch.cat([offsets[rows] + t for t, rows in enumerate(self.rows)])
-            order = torch.arange(position.numel(), device=position.device)
-            source = torch.empty_like(position).index_copy_(0, position, order)
+            device = offsets.device
+            counts = torch.tensor([rows.numel() for rows in self.rows], device=device)
+            steps = torch.arange(len(self.rows), device=device).repeat_interleave(counts)
+            position = offsets.index_select(0, self.moved().to(device)) + steps
+            order = torch.arange(position.numel(), device=device)
+            return torch.empty_like(position).index_copy_(0, position, order)
+        steps, batch_size = len(self.parents), self.parents[0].shape[0]
+        device = self.parents[0].device
+        return torch.arange(steps * batch_size, device=device).view(steps, -1).t().flatten()
 
-            def assemble(parts):
-                return torch.cat(parts)[source]
-        else:
-
-            def assemble(parts):
-                return torch.stack(parts, 1).flatten(0, 1)
-
-        with torch.enable_grad():  # the kept outputs keep their graph
-            outputs = assemble(self.outputs) if self.outputs else None
+    def assemble(self, order: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The recorded states and actions as [M, ...] rows in the rollout's order."""
         return {
-            "parents": assemble(self.parents),
-            "actions": assemble(self.actions),
-            "children": assemble(self.children),
-            "outputs": outputs,
+            "parents": torch.cat(self.parents).index_select(0, order),
+            "actions": torch.cat(self.actions).index_select(0, order),
+            "children": torch.cat(self.children).index_select(0, order),
         }
+
+    def assemble_outputs(self, order: torch.Tensor) -> torch.Tensor:
+        """The kept per-step outputs, with their graph, as [M, ...] rows in the same order."""
+        return torch.cat(self.outputs).index_select(0, order)
 
 
 def concatenate(rollouts: list[Rollout]) -> Rollout:

@@ -27,13 +27,14 @@ def sample_trajectories(
     temperature: float = 1.0,
     layout: str = "packed",
     keep_graph: bool = False,
+    record_activations: bool = False,
     device: torch.device | str | None = None,
 ) -> TrajectoryBatch:
     """Roll out `batch_size` trajectories without autograd, then score them in one batched
     pass: `score(env, policy, rollout(env, policy, batch_size, ...))`.
 
-    Args: those of `rollout.rollout` (layout "packed" or "padded"; keep_graph reuses the
-        rollout's per-step policy outputs instead of a second forward of p_F).
+    Args: those of `rollout.rollout` (layout "packed" or "padded"; record_activations and
+        keep_graph reuse the rollout's forward of p_F instead of running it again).
 
     Returns:
         A `TrajectoryBatch` with differentiable per-trajectory log_pf (and log_pb);
@@ -51,6 +52,7 @@ def sample_trajectories(
         temperature=temperature,
         layout=layout,
         keep_graph=keep_graph,
+        record_activations=record_activations,
         device=device,
     )
     return score(env, policy, sampled)

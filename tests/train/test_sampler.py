@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gfn_fast as gf
-from gfn_fast.train import envs
+from gfn_fast.train import envs, recorded_mlp
 from gfn_fast.train.policies import make_policy
 from gfn_fast.train.rollout import concatenate, rollout
 from gfn_fast.train.sampler import continuous_log_pt, sample_trajectories
@@ -100,6 +100,15 @@ def _objective_settings():
     return settings
 
 
+# How the batched pass gets p_F's outputs: a second forward, the recorded activations, or
+# the graph kept by the rollout (the reference the others must match).
+_FORWARDS = {
+    "batched": {},
+    "recorded": {"record_activations": True},
+    "kept": {"keep_graph": True},
+}
+
+
 @pytest.mark.parametrize("objective, control_variate, off_policy", _objective_settings())
 @pytest.mark.parametrize("layout", ["packed", "padded"])
 def test_batched_pass_gives_the_gradient_of_the_graph_keeping_rollout(
@@ -108,13 +117,13 @@ def test_batched_pass_gives_the_gradient_of_the_graph_keeping_rollout(
     env = envs.make("hypergrid", None)
     policy = _policy(env, learn_pb=True)
     options = {"epsilon": 0.3, "temperature": 1.5} if off_policy else {}
-    gradients = []
-    for keep_graph in (False, True):
+    gradients = {}
+    for name, forward in _FORWARDS.items():
         generator = torch.Generator().manual_seed(3)
         batch = sample_trajectories(
-            env, policy, 16, generator=generator, layout=layout, keep_graph=keep_graph, **options
+            env, policy, 16, generator=generator, layout=layout, **forward, **options
         )
-        assert (batch.rollout.outputs is not None) == keep_graph
+        assert (batch.rollout.outputs is not None) == (name != "batched")
         log_z = torch.zeros((), requires_grad=True) if objective in ("tb", "tsallis") else None
         loss, _ = gf.divergence_loss(
             objective,
@@ -123,13 +132,14 @@ def test_batched_pass_gives_the_gradient_of_the_graph_keeping_rollout(
             log_z=log_z,
         )
         parameters = list(policy.parameters()) + ([log_z] if log_z is not None else [])
-        gradients.append((batch, torch.autograd.grad(loss, parameters)))
-    (new, new_grads), (kept, kept_grads) = gradients
-    assert torch.equal(new.rollout.actions, kept.rollout.actions)  # the same sampled batch
-    assert (new.log_behavior is not None) == off_policy
-    for a, b in zip(new_grads, kept_grads, strict=True):
-        assert a.abs().sum() > 0
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        gradients[name] = (batch, torch.autograd.grad(loss, parameters))
+    kept, kept_grads = gradients.pop("kept")
+    for batch, grads in gradients.values():
+        assert torch.equal(batch.rollout.actions, kept.rollout.actions)  # the same batch
+        assert (batch.log_behavior is not None) == off_policy
+        for a, b in zip(grads, kept_grads, strict=True):
+            assert a.abs().sum() > 0
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 def _behaviour_oracle(env, policy, sampled, epsilon, temperature):
@@ -184,6 +194,52 @@ def test_the_rollout_records_without_autograd_unless_asked():
     assert plain.outputs is None and not plain.log_reward.requires_grad
     kept = _rollout(env, policy, keep_graph=True)
     assert kept.outputs.requires_grad and kept.outputs.shape == (kept.parents.shape[0], 3)
+    for layout in ("packed", "padded"):
+        recorded = _rollout(env, policy, layout=layout, record_activations=True)
+        assert recorded.outputs.requires_grad
+        expected = policy(env.features(recorded.parents))
+        torch.testing.assert_close(recorded.outputs, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_record_activations_falls_back_where_it_cannot_differentiate_the_policy():
+    sets = envs.make("sets", "small")
+    deep_set = make_policy(sets, 16, 1, deep_set=True)  # not a plain MLP
+    assert _rollout(sets, deep_set, record_activations=True).outputs is None
+    kept = _rollout(sets, deep_set, record_activations=True, keep_graph=True)
+    assert "Recorded" not in type(kept.outputs.grad_fn).__name__  # the kept graph
+    env = envs.make("hypergrid", None)
+    policy = _policy(env)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _rollout(env, policy, record_activations=True).outputs is None
+    policy.forward_net[1] = torch.nn.ReLU()  # another activation
+    assert _rollout(env, policy, record_activations=True).outputs is None
+
+
+@pytest.mark.parametrize("block_rows", [512, 7])
+@pytest.mark.parametrize("validate", [True, False])
+def test_learned_pb_skips_forced_steps_exactly(validate, block_rows, monkeypatch):
+    """Packed: p_B runs only on steps whose child has more than one way back; the others
+    add log 1 = 0 and no gradient. Against p_B over every step, in plain torch."""
+    monkeypatch.setattr(recorded_mlp, "BLOCK_ROWS", block_rows)  # the backward's blocks
+    env = envs.make("hypergrid", None)
+    policy = _policy(env, learn_pb=True)
+    sampled = _rollout(env, policy, batch_size=64)
+    mask = env.backward_mask(sampled.children)
+    forced = mask.sum(-1) == 1
+    assert forced.any() and not forced.all()
+    weights = torch.rand(64, generator=torch.Generator().manual_seed(5))
+    parameters = list(policy.backward_net.parameters())
+    log_pb = score(env, policy, sampled, validate=validate).log_pb
+    logits = policy.backward_logits(env.features(sampled.children))
+    log_softmax = logits.masked_fill(~mask, -math.inf).log_softmax(-1)
+    taken = env.backward_action(sampled.parents, sampled.actions)
+    segment = torch.repeat_interleave(torch.arange(64), sampled.lengths)
+    expected = torch.zeros(64).index_add(0, segment, log_softmax.gather(1, taken[:, None])[:, 0])
+    torch.testing.assert_close(log_pb, expected)
+    grads = torch.autograd.grad((weights * log_pb).sum(), parameters)
+    expected_grads = torch.autograd.grad((weights * expected).sum(), parameters)
+    for a, b in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_concatenated_rollouts_score_like_each_part():
@@ -206,16 +262,43 @@ def test_concatenated_rollouts_score_like_each_part():
 
 
 @pytest.mark.parametrize("name", ["gmm", "banana"])
-@pytest.mark.parametrize("keep_graph", [False, True])
-def test_continuous_log_pt_matches_the_batched_pass(name, keep_graph):
+@pytest.mark.parametrize("forward", list(_FORWARDS))
+def test_continuous_log_pt_matches_the_batched_pass(name, forward):
     env = envs.make(name)
     policy = _policy(env)
     generator = torch.Generator().manual_seed(0)
-    batch = sample_trajectories(env, policy, 32, generator=generator, keep_graph=keep_graph)
+    batch = sample_trajectories(env, policy, 32, generator=generator, **_FORWARDS[forward])
     x = env.terminal_objects(batch.terminal)
     assert torch.allclose(continuous_log_pt(env, policy, x), batch.log_pf, atol=1e-5)
     assert torch.allclose(batch.log_reward, env.log_reward(x))
     assert batch.log_pf.requires_grad and batch.log_pb is None
+
+
+def test_recorded_backward_in_blocks_gives_the_kept_graphs_gradient(monkeypatch):
+    env = envs.make("hypergrid", None)
+    policy = _policy(env, learn_pb=True)
+    gradients = []
+    for forward, block_rows in (({"record_activations": True}, 7), ({"keep_graph": True}, 512)):
+        monkeypatch.setattr(recorded_mlp, "BLOCK_ROWS", block_rows)
+        batch = sample_trajectories(env, policy, 16, generator=torch.Generator(), **forward)
+        weights = torch.linspace(-1.0, 1.0, 16)
+        total = (weights * (batch.log_pf - batch.log_pb)).sum()
+        gradients.append(torch.autograd.grad(total, list(policy.parameters())))
+    for a, b in zip(*gradients, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gmm", "banana"])
+def test_recorded_activations_give_the_kept_graphs_gradient_on_continuous_tasks(name):
+    env = envs.make(name)
+    policy = _policy(env)
+    gradients = []
+    for forward in ({"record_activations": True}, {"keep_graph": True}):
+        generator = torch.Generator().manual_seed(1)
+        batch = sample_trajectories(env, policy, 16, generator=generator, **forward)
+        gradients.append(torch.autograd.grad(batch.log_pf.sum(), list(policy.parameters())))
+    for a, b in zip(*gradients, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_sampler_rejects_bad_options():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import platform
 from dataclasses import replace
 
 import pytest
 import torch
 
 from gfn_fast.train.trainer import TrainConfig, Trainer, resolve
+from gfn_fast.train.trainer.allocator import keep_freed_memory
 
 SMALL = {"steps": 6, "batch_size": 16, "eval_every": 2, "progress": False}
 
@@ -70,6 +72,14 @@ def test_resolve_fills_defaults_and_rejects_bad_settings():
         resolve(TrainConfig(objective="tb", control_variate="loo", epsilon=0.1))
     with pytest.raises(ValueError, match="steps"):
         resolve(TrainConfig(steps=0))
+    assert resolve(TrainConfig()).record_activations is True
+    with pytest.raises(ValueError, match="record_activations"):
+        resolve(TrainConfig(record_activations="yes"))
+
+
+def test_the_trainer_keeps_freed_memory_on_glibc():
+    applied = keep_freed_memory()
+    assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
 
 
 def test_sizes_that_do_not_enumerate_report_the_monte_carlo_l1():

@@ -31,7 +31,13 @@ class TrainConfig:
         no-grad rollout and one batched forward of p_F (same estimator, same samples).
         None: chosen by measurement (README, "Benchmarks"): True in fp32 at batch sizes
         from KEEP_GRAPH_FROM_BATCH on (it saves a forward of p_F), False otherwise (in bf16
-        the per-step graphs cost more than the forward they save).
+        the per-step graphs cost more than the forward they save). Where
+        record_activations applies, it takes precedence.
+    record_activations: where p_F is a plain MLP (`recorded_mlp.recordable`: fp32, not
+        compiled), record its activations in the rollout and backpropagate through them in
+        the batched pass, instead of the batched forward or the kept graph (same estimator,
+        same samples). None: on (measured faster than both at batch 128 and 1024, README
+        "Benchmarks").
     precision: "fp32", or "bf16" (autocast of the policy networks; log-softmax and the loss
         stay float32).
     compile: torch.compile the policy networks and the loss with `compile_backend`.
@@ -68,6 +74,7 @@ class TrainConfig:
     mc_backward_samples: int = 64
     layout: str | None = None
     keep_graph: bool | None = None
+    record_activations: bool | None = None
     precision: str = "fp32"
     threads: int = 1
     device: str = "cpu"
@@ -90,7 +97,15 @@ ENV_DEFAULTS = {
 
 # Settings a resumed run may change: they change how the run executes or how long it
 # goes on, not what it computes. Any other change would make it another run.
-RESUMABLE_CHANGES = ("steps", "eval_every", "threads", "compile", "compile_backend", "keep_graph")
+RESUMABLE_CHANGES = (
+    "steps",
+    "eval_every",
+    "threads",
+    "compile",
+    "compile_backend",
+    "keep_graph",
+    "record_activations",
+)
 
 # The batch size from which the graph-keeping rollout measured faster in fp32 (1.1x at 1024,
 # within noise of the no-grad rollout at 128; HyperGrid 8x8, 2 x 256 MLPs, one thread).
@@ -102,6 +117,7 @@ SEED_LIMIT = 2**32
 _POSITIVE_INTS = ("steps", "batch_size", "eval_every", "threads", "nproc", "hidden", "layers")
 _POSITIVE_INTS += ("js_samples", "mc_backward_samples")
 _POSITIVE_FLOATS = ("lr", "lr_log_z")
+_OPTIONAL_BOOLS = ("keep_graph", "record_activations")
 _STRINGS = ("env", "objective", "control_variate", "normalization", "layout", "device")
 _STRINGS += ("compile_backend", "precision")
 
@@ -137,6 +153,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
         fp32 = config.precision == "fp32"
         large = isinstance(config.batch_size, int) and config.batch_size >= KEEP_GRAPH_FROM_BATCH
         config = replace(config, keep_graph=fp32 and large)
+    if config.record_activations is None:
+        config = replace(config, record_activations=True)
     _check_types(config)
     for name in _POSITIVE_INTS:
         if getattr(config, name) < 1:
@@ -195,7 +213,7 @@ def _check_types(config: TrainConfig) -> None:
             expected, ok = "a string or None", value is None or isinstance(value, str)
         elif field.name in _STRINGS:
             expected, ok = "a string", isinstance(value, str)
-        elif isinstance(field.default, bool) or field.name == "keep_graph":
+        elif isinstance(field.default, bool) or field.name in _OPTIONAL_BOOLS:
             expected, ok = "True or False", isinstance(value, bool)
         elif field.name in _POSITIVE_INTS or field.name in ("seed", "mc_samples"):
             expected, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)

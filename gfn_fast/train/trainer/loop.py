@@ -2,7 +2,8 @@
 
 Its parts live beside it: the config and its checks (`config`), how a run is measured
 (`evaluation`), the checkpoint files (`checkpoint`), the progress bar and metric files
-(`logs`), signals (`interrupts`) and shards in one or several processes (`distributed`).
+(`logs`), signals (`interrupts`), shards in one or several processes (`distributed`), and
+the allocator setting that keeps a step's freed memory for the next one (`allocator`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gfn_fast.train.policies import make_policy
 from gfn_fast.train.precision import autocast
 from gfn_fast.train.rollout import concatenate, rollout
 from gfn_fast.train.scoring import score
+from gfn_fast.train.trainer.allocator import keep_freed_memory
 from gfn_fast.train.trainer.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -63,6 +65,7 @@ class Trainer:
         self.shards = shard_group(process_group, config.nproc)
         self.out = None if out is None or self.shards.rank != 0 else Path(out)
         torch.set_num_threads(config.threads)
+        keep_freed_memory()  # process-wide, like the thread count (see `allocator`)
         torch.manual_seed(config.seed)
         self.device = torch.device(config.device)
         self.env = envs.make(config.env, config.preset)
@@ -146,7 +149,8 @@ class Trainer:
             (stats of `gf.divergence_loss`, the sampled terminal states [B_local, W]).
         """
         config = self.config
-        validate = not config.compile  # the checks sync with the host: no full graph
+        # The loss checks its values (NaN, inf) but syncs with the host: not when compiled.
+        validate = not config.compile
         with self.autocast():
             sampled = concatenate(
                 [
@@ -159,12 +163,14 @@ class Trainer:
                         temperature=config.temperature,
                         layout=config.layout,
                         keep_graph=config.keep_graph,
+                        record_activations=config.record_activations,
                         device=self.device,
                     )
                     for shard, generator in zip(self.shards.shards, self.generators, strict=True)
                 ]
             )
-            batch = score(self.env, self.policy, sampled, validate=validate)
+            # The rollout's layout and actions are valid by construction: no index checks.
+            batch = score(self.env, self.policy, sampled, validate=False)
         inputs = batch.loss_inputs()
         if config.objective == "tb":
             inputs["log_behavior"] = None  # TB's gradient is valid for any sampler
