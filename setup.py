@@ -119,9 +119,9 @@ def _extension():
 
 class BuildExtension(cpp_extension.BuildExtension.with_options(use_ninja=True)):
     """torch's build_ext that builds the C libraries (the emulated kernels) first, and keeps the
-    object files in build/temp-<python>-<torch>-<cpu|cuda>/<extension>, also for pip's editable installs
-    (which would compile in a new temporary directory every time), so that ninja recompiles
-    only the sources that changed. An explicit --build-temp still wins."""
+    object files in build/temp-<python>-<torch>-<cpu|cuda>/<extension>, also for pip's
+    editable installs (which would compile in a new temporary directory every time), so that
+    ninja recompiles only the sources that changed. An explicit --build-temp still wins."""
 
     def finalize_options(self):
         if self.build_temp is None:
