@@ -1,9 +1,10 @@
-"""Context managers shared by the tests: one intra-op thread, the reference backend."""
+"""Shared by the tests: one intra-op thread, the reference backend, a backend fixture."""
 
 from __future__ import annotations
 
 import contextlib
 
+import pytest
 import torch
 
 import gfn_fast as gf
@@ -29,3 +30,17 @@ def reference_backend():
         yield
     finally:
         gf.use_backend(previous)
+
+
+def backend_fixture(backends):
+    """A pytest fixture running each test under every backend of `backends` in turn."""
+
+    @pytest.fixture(params=backends)
+    def backend(request):
+        gf.use_backend(request.param)
+        try:
+            yield request.param
+        finally:
+            gf.use_backend(None)
+
+    return backend

@@ -8,17 +8,12 @@ import pytest
 import torch
 
 import gfn_fast as gf
+from tests.helpers import backend_fixture
 
 BACKENDS = ["reference", "cpu"]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    gf.use_backend(request.param)
-    try:
-        yield request.param
-    finally:
-        gf.use_backend(None)
+backend = backend_fixture(BACKENDS)
 
 
 def layouts(steps_extra=()):

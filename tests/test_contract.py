@@ -14,6 +14,7 @@ import torch
 
 import gfn_fast as gf
 from gfn_fast import _backend
+from tests.helpers import backend_fixture
 
 BACKENDS = [
     "reference",
@@ -30,13 +31,7 @@ BACKENDS = [
 ]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    gf.use_backend(request.param)
-    try:
-        yield request.param
-    finally:
-        gf.use_backend(None)
+backend = backend_fixture(BACKENDS)
 
 
 def logits_case():
