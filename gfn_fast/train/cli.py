@@ -163,9 +163,10 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         "--keep-graph",
         action="store_true",
         default=None,
-        help="keep the rollout's autograd graph of p_F instead of one batched forward "
-        "after a no-grad rollout (same estimator and samples; default: on in fp32 from "
-        "batch 512, where it measured faster)",
+        help="where p_F's activations are not recorded (see --no-record-activations), keep "
+        "the rollout's autograd graph of p_F instead of one batched forward after a no-grad "
+        "rollout (same estimator and samples; default: on in fp32 from batch 512, where it "
+        "measured faster)",
     )
     add(
         "--no-record-activations",
@@ -224,8 +225,12 @@ def _given(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
+# Config fields whose flag is not "--" + the field's name with dashes.
+_FLAG_OF = {"control_variate": "--cv", "record_activations": "--no-record-activations"}
+
+
 def _flag(name: str) -> str:
-    return "--cv" if name == "control_variate" else "--" + name.replace("_", "-")
+    return _FLAG_OF.get(name, "--" + name.replace("_", "-"))
 
 
 # -- train ----------------------------------------------------------------------------------
