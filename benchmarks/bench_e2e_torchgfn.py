@@ -5,8 +5,8 @@ of 256 with LeakyReLU on both sides (torchgfn's MLP with activation_fn="leaky_re
 separate p_F and p_B MLPs. Same batch size, Adam with the same constant learning rates
 (policy lr, log Z lr_log_z), TB on-policy, one thread. For each batch size and seed, every
 implementation -- torchgfn's TBGFlowNet, and gfn_fast's Trainer in each --variants entry
-(fp32 with the recorded activations of the rollout, with a second forward, keeping the
-rollout's graph; bf16) -- trains in alternating rounds of
+(fp32 and bf16 with the recorded activations of the rollout; fp32 with a second forward;
+fp32 and bf16 keeping the rollout's graph) -- trains in alternating rounds of
 --eval-every steps until the exact L1 between p_T and R/Z drops below --target, so that
 the machine's noise falls on all of them alike. Recorded per run:
 
@@ -58,15 +58,15 @@ from gfn_fast.train.trainer import TrainConfig, Trainer
 BENCH = "e2e_hypergrid_8x8"
 RESULTS = Path(__file__).parent / "results" / "e2e.json"
 PROFILE = Path(__file__).parent / "results" / "e2e_profile.txt"
-# gfn_fast variants: TrainConfig settings beside the shared ones. fp32 reuses the rollout's
-# forward of p_F through its recorded activations; the others run it again in the batched
-# pass, or keep the rollout's graph (recording needs fp32).
+# gfn_fast variants: TrainConfig settings beside the shared ones. fp32 and bf16 reuse the
+# rollout's forward of p_F through its recorded activations; the others run it again in the
+# batched pass, or keep the rollout's graph.
 VARIANTS = {
     "fp32": {"precision": "fp32", "record_activations": True},
     "fp32_batched_forward": {"precision": "fp32", "record_activations": False, "keep_graph": False},
     "fp32_keep_graph": {"precision": "fp32", "record_activations": False, "keep_graph": True},
-    "bf16": {"precision": "bf16", "keep_graph": False},
-    "bf16_keep_graph": {"precision": "bf16", "keep_graph": True},
+    "bf16": {"precision": "bf16", "record_activations": True},
+    "bf16_keep_graph": {"precision": "bf16", "record_activations": False, "keep_graph": True},
 }
 
 

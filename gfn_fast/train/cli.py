@@ -175,7 +175,7 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="run p_F again in the batched pass (or keep the rollout's graph with "
         "--keep-graph) instead of backpropagating through the activations that the "
-        "rollout recorded (default: recorded, where p_F is a plain fp32 MLP)",
+        "rollout recorded (default: recorded, where p_F is a plain MLP)",
     )
     add(
         "--precision",

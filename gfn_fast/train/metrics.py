@@ -158,8 +158,11 @@ class ModeTracker:
         self.threshold = env.max_log_reward() - math.log(2.0)
         self.found: set[int] = set()
 
-    def update(self, terminal: torch.Tensor) -> int:
-        """Add the modes among `terminal` [B, W]; returns the running count."""
-        modes = terminal[self.env.log_reward(terminal) >= self.threshold]
+    def update(self, terminal: torch.Tensor, log_reward: torch.Tensor | None = None) -> int:
+        """Add the modes among `terminal` [B, W] (`log_reward` [B]: their log R, when
+        already computed); returns the running count."""
+        if log_reward is None:
+            log_reward = self.env.log_reward(terminal)
+        modes = terminal[log_reward >= self.threshold]
         self.found.update(self.env.state_code(modes).tolist())
         return len(self.found)

@@ -11,8 +11,10 @@ costs the rollout's forward plus one batched backward, without a second forward 
 
 Exact: the backward is autograd's backward of nn.Linear and nn.LeakyReLU applied to the
 recorded activations (a LeakyReLU with a positive slope keeps the sign of its input, so its
-output alone gives its derivative). Only for networks it knows how to differentiate (see
-`recordable`); the rollout runs the policy as it is otherwise.
+output alone gives its derivative). Under autocast (`--precision bf16`) it computes as
+autocast would: weights and activations in the autocast dtype, matmuls accumulating in
+float32 inside, and float32 parameter gradients. Only for networks it knows how to
+differentiate (see `recordable`); the rollout runs the policy as it is otherwise.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gfn_fast.train.precision import padded_rows
+
 
 def recordable(network: nn.Module | None) -> bool:
     """Whether `network` is an nn.Sequential of Linear layers with LeakyReLUs (slope > 0)
     between them, with float32 parameters (on one device), run eagerly (not
-    torch.compile'd) and outside autocast: the networks whose backward `MLPRecorder`
-    computes."""
+    torch.compile'd): the networks whose backward `MLPRecorder` computes."""
     if not isinstance(network, nn.Sequential) or network._compiled_call_impl is not None:
         return False
     layers = list(network)
@@ -36,8 +39,6 @@ def recordable(network: nn.Module | None) -> bool:
         return False
     if not all(type(layer) is nn.LeakyReLU and layer.negative_slope > 0 for layer in activations):
         return False
-    if torch.is_autocast_enabled(linears[0].weight.device.type):
-        return False
     return all(
         layer.weight.dtype == torch.float32 and layer.bias.dtype == torch.float32
         for layer in linears
@@ -46,35 +47,57 @@ def recordable(network: nn.Module | None) -> bool:
 
 class MLPRecorder:
     """Runs a `recordable` MLP on the rollout's steps (under no_grad) and keeps what its
-    backward needs: each Linear's input, and the output, for up to `capacity` rows."""
+    backward needs: each Linear's input, and the output, for up to `capacity` rows.
+
+    It computes in float32, or in the autocast dtype where autocast is on for the
+    network's device. On CPU, reduced-precision matmuls run on padded row counts (see
+    `precision.padded_rows`): oneDNN builds a kernel for every new shape.
+    """
 
     def __init__(self, network: nn.Sequential, capacity: int):
         layers = list(network)
         self.linears: list[nn.Linear] = layers[::2]
         self.slopes = [layer.negative_slope for layer in layers[1::2]]
-        # (bias, W^T) per layer, once: addmm(bias, x, W^T) is nn.Linear on a 2-D input.
-        self.affine = [(layer.bias, layer.weight.t()) for layer in self.linears]
         weight = self.linears[0].weight
-        self.inputs = [weight.new_empty(capacity, layer.in_features) for layer in self.linears]
-        self.output = weight.new_empty(capacity, self.linears[-1].out_features)
+        device = weight.device.type
+        autocast = torch.is_autocast_enabled(device)
+        self.dtype = torch.get_autocast_dtype(device) if autocast else torch.float32
+        self.pad = device == "cpu" and self.dtype != torch.float32
+        # (bias, W^T) per layer in the compute dtype, once: addmm(bias, x, W^T) is
+        # nn.Linear on a 2-D input. Padding needs room past the last row.
+        self.affine = [
+            (layer.bias.to(self.dtype), layer.weight.to(self.dtype).t()) for layer in self.linears
+        ]
+        rows = capacity + (capacity // 8 + 16 if self.pad else 0)
+        widths = [layer.in_features for layer in self.linears]
+        self.inputs = [weight.new_empty(rows, width, dtype=self.dtype) for width in widths]
+        self.output = weight.new_empty(rows, self.linears[-1].out_features, dtype=self.dtype)
         self.rows = 0
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         """[n, F] -> [n, out] the network's output on the next n rows (recorded)."""
-        start, end = self.rows, self.rows + features.shape[0]
+        n = features.shape[0]
+        start = self.rows
+        end = start + (padded_rows(n) if self.pad and n else n)
         x = self.inputs[0][start:end]
-        x.copy_(features)
+        x[:n].copy_(features)
+        if end - start > n:  # padding rows repeat the last one (finite, overwritten next)
+            x[n:].copy_(features[-1:].expand(end - start - n, -1))
         hidden = zip(self.affine[:-1], self.slopes, self.inputs[1:], strict=True)
         for (bias, weight_t), slope, buffer in hidden:
             h = torch.addmm(bias, x, weight_t, out=buffer[start:end])
             x = torch.nn.functional.leaky_relu_(h, slope)
         bias, weight_t = self.affine[-1]
-        self.rows = end
-        return torch.addmm(bias, x, weight_t, out=self.output[start:end])
+        self.rows = start + n
+        return torch.addmm(bias, x, weight_t, out=self.output[start:end])[:n]
 
     def outputs(self, order: torch.Tensor | None = None) -> torch.Tensor:
         """[M, out] the recorded outputs' rows `order` (a permutation of the rows recorded;
         None: as recorded), differentiable w.r.t. the network's parameters."""
+        if self.pad:  # the backward's padded last block reads these rows (times zero)
+            last = (self.rows - 1) // BLOCK_ROWS * BLOCK_ROWS if self.rows else 0
+            for buffer in self.inputs:
+                buffer[self.rows : last + padded_rows(self.rows - last)].zero_()
         parameters = [p for layer in self.linears for p in (layer.weight, layer.bias)]
         return _RecordedMLP.apply(self, order, *parameters)
 
@@ -101,9 +124,10 @@ class _RecordedMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, recorder: MLPRecorder, order: torch.Tensor | None, *parameters):
         rows = recorder.rows
-        ctx.slopes, ctx.ordered = recorder.slopes, order is not None
+        ctx.slopes, ctx.ordered, ctx.rows = recorder.slopes, order is not None, rows
+        ctx.dtype, ctx.pad = recorder.dtype, recorder.pad
         # Saved, so that autograd's version check catches a later in-place change.
-        saved = (*parameters[::2], *(x[:rows] for x in recorder.inputs))
+        saved = (*parameters[::2], *recorder.inputs)
         ctx.save_for_backward(*saved, *([order] if ctx.ordered else []))
         output = recorder.output[:rows]
         return output.index_select(0, order) if ctx.ordered else output.clone()
@@ -112,20 +136,30 @@ class _RecordedMLP(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         saved = ctx.saved_tensors
         count = len(saved) // 2
-        weights, inputs = saved[:count], saved[count : 2 * count]
+        weights = [w.to(ctx.dtype) for w in saved[:count]]
+        inputs = saved[count : 2 * count]
+        grad = grad.to(ctx.dtype)
         if ctx.ordered:  # rows back into recording order (weight gradients sum over rows)
             grad = torch.empty_like(grad).index_copy_(0, saved[-1], grad)
         weight_grads: list[torch.Tensor | None] = [None] * count
         bias_grads: list[torch.Tensor | None] = [None] * count
-        for start in range(0, grad.shape[0], BLOCK_ROWS):
+        for start in range(0, ctx.rows, BLOCK_ROWS):
             g = grad[start : start + BLOCK_ROWS]
+            rows = padded_rows(g.shape[0]) if ctx.pad else g.shape[0]
+            if rows > g.shape[0]:  # zero gradient rows: kernel shapes that repeat
+                g = torch.cat([g, g.new_zeros(rows - g.shape[0], g.shape[1])])
             for i in reversed(range(count)):
-                x = inputs[i][start : start + BLOCK_ROWS]
+                x = inputs[i][start : start + rows]
+                bias_grad = g.sum(0, dtype=torch.float32)
                 if weight_grads[i] is None:
-                    weight_grads[i], bias_grads[i] = g.t().mm(x), g.sum(0)
-                else:
-                    weight_grads[i].addmm_(g.t(), x)
-                    bias_grads[i].add_(g.sum(0))
+                    weight_grads[i], bias_grads[i] = g.t().mm(x).float(), bias_grad
+                else:  # float32 accumulates in place; a reduced dtype adds its product
+                    weight_grad = weight_grads[i]
+                    if x.dtype == torch.float32:
+                        weight_grad.addmm_(g.t(), x)
+                    else:
+                        weight_grad.add_(g.t().mm(x))
+                    bias_grads[i].add_(bias_grad)
                 if i:
                     g = torch.ops.aten.leaky_relu_backward(
                         g.mm(weights[i]), x, ctx.slopes[i - 1], True

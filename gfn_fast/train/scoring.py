@@ -122,7 +122,7 @@ def _log_pb(env, policy, rollout, validate) -> torch.Tensor | None:
         )
     network, features = getattr(policy, "backward_mlp", None), env.features(children)
     if recordable(network):
-        logits = run_recorded(network, features)
+        logits = run_recorded(network, features).float()
     else:
         logits = run_network(policy.backward_logits, features).float()
     taken = env.backward_action(parents, actions)

@@ -209,8 +209,6 @@ def test_record_activations_falls_back_where_it_cannot_differentiate_the_policy(
     assert "Recorded" not in type(kept.outputs.grad_fn).__name__  # the kept graph
     env = envs.make("hypergrid", None)
     policy = _policy(env)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert _rollout(env, policy, record_activations=True).outputs is None
     policy.forward_net[1] = torch.nn.ReLU()  # another activation
     assert _rollout(env, policy, record_activations=True).outputs is None
 
@@ -286,6 +284,50 @@ def test_recorded_backward_in_blocks_gives_the_kept_graphs_gradient(monkeypatch)
         gradients.append(torch.autograd.grad(total, list(policy.parameters())))
     for a, b in zip(*gradients, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def _masked_logprob_sums(logits, mask, actions, lengths):
+    """[B] per-trajectory sums of log softmax(masked logits)[action], in plain torch."""
+    log_softmax = logits.float().masked_fill(~mask, -math.inf).log_softmax(-1)
+    per_step = log_softmax.gather(1, actions[:, None])[:, 0]
+    segment = torch.repeat_interleave(torch.arange(lengths.shape[0]), lengths)
+    return torch.zeros(lengths.shape[0]).index_add(0, segment, per_step)
+
+
+@pytest.mark.parametrize("block_rows", [512, 7])
+def test_recorded_activations_under_bf16_autocast_give_autocasts_gradient(block_rows, monkeypatch):
+    """--precision bf16: the recorder computes as autocast does (bf16 weights and
+    activations, padded row counts, float32 gradients). Against autocast's own graph of the
+    same batch, in plain torch."""
+    monkeypatch.setattr(recorded_mlp, "BLOCK_ROWS", block_rows)
+    env = envs.make("hypergrid", None)
+    policy = _policy(env, learn_pb=True)
+    weights = torch.linspace(-1.0, 1.0, 64)
+    parameters = list(policy.parameters())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sampled = _rollout(env, policy, batch_size=64, record_activations=True)
+        assert sampled.outputs.dtype == torch.bfloat16
+        batch = score(env, policy, sampled)
+        log_pf = _masked_logprob_sums(
+            policy(env.features(sampled.parents)),
+            env.forward_mask(sampled.parents),
+            sampled.actions,
+            sampled.lengths,
+        )
+        log_pb = _masked_logprob_sums(
+            policy.backward_logits(env.features(sampled.children)),
+            env.backward_mask(sampled.children),
+            env.backward_action(sampled.parents, sampled.actions),
+            sampled.lengths,
+        )
+    torch.testing.assert_close(batch.log_pf, log_pf, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batch.log_pb, log_pb, atol=1e-5, rtol=1e-5)
+    recorded = torch.autograd.grad((weights * (batch.log_pf - batch.log_pb)).sum(), parameters)
+    expected = torch.autograd.grad((weights * (log_pf - log_pb)).sum(), parameters)
+    for a, b in zip(recorded, expected, strict=True):
+        assert a.dtype == torch.float32
+        # bf16 products rounded per block of rows against autocast's one product
+        torch.testing.assert_close(a, b, atol=2e-2 * b.abs().max().item(), rtol=0)
 
 
 @pytest.mark.parametrize("name", ["gmm", "banana"])

@@ -29,9 +29,9 @@ def test_compiled_gradients_equal_eager_gradients(overrides, backend):
     compiled = Trainer(replace(config, compile=True, compile_backend=backend))
     assert compiled.policy.state_dict().keys() == eager.policy.state_dict().keys()
     for _ in range(2):  # two batches of different lengths: the compiled code is reused
-        want_stats, want_terminal = eager.compute_gradients()
-        stats, terminal = compiled.compute_gradients()
-        assert torch.equal(terminal, want_terminal)  # the same batch was sampled
+        want_stats, want = eager.compute_gradients()
+        stats, batch = compiled.compute_gradients()
+        assert torch.equal(batch.terminal, want.terminal)  # the same batch was sampled
         torch.testing.assert_close(stats["value"], want_stats["value"])
         for p, q in zip(compiled._parameters(), eager._parameters(), strict=True):
             torch.testing.assert_close(p.grad, q.grad)

@@ -33,11 +33,11 @@ class TrainConfig:
         from KEEP_GRAPH_FROM_BATCH on (it saves a forward of p_F), False otherwise (in bf16
         the per-step graphs cost more than the forward they save). Where
         record_activations applies, it takes precedence.
-    record_activations: where p_F is a plain MLP (`recorded_mlp.recordable`: fp32, not
-        compiled), record its activations in the rollout and backpropagate through them in
-        the batched pass, instead of the batched forward or the kept graph (same estimator,
-        same samples). None: on (measured faster than both at batch 128 and 1024, README
-        "Benchmarks").
+    record_activations: where p_F is a plain MLP (`recorded_mlp.recordable`: float32
+        parameters, not compiled; in fp32 or bf16), record its activations in the rollout
+        and backpropagate through them in the batched pass, instead of the batched forward
+        or the kept graph (same estimator, same samples). None: on (measured faster than
+        both at batch 128 and 1024, README "Benchmarks").
     precision: "fp32", or "bf16" (autocast of the policy networks; log-softmax and the loss
         stay float32).
     compile: torch.compile the policy networks and the loss with `compile_backend`.

@@ -41,8 +41,8 @@ class Evaluation:
     metric: str
     notice: str | None = None
 
-    def observe(self, terminal: torch.Tensor) -> None:
-        """Take note of the terminal states [B, W] of one training batch."""
+    def observe(self, terminal: torch.Tensor, log_reward: torch.Tensor) -> None:
+        """Take note of the terminal states [B, W] of one training batch, and their log R."""
 
     def measure(self, policy: torch.nn.Module) -> dict:
         """{metric: value, ...} for `policy` now."""
@@ -65,8 +65,8 @@ class _DiscreteEvaluation(Evaluation):
         self.env = env
         self.modes = ModeTracker(env)
 
-    def observe(self, terminal):
-        self.modes.update(terminal)
+    def observe(self, terminal, log_reward):
+        self.modes.update(terminal, log_reward)
 
     def measure(self, policy):
         return {**self.l1(policy), "modes": len(self.modes.found)}

@@ -20,7 +20,7 @@ from gfn_fast.train import envs
 from gfn_fast.train.policies import make_policy
 from gfn_fast.train.precision import autocast
 from gfn_fast.train.rollout import concatenate, rollout
-from gfn_fast.train.scoring import score
+from gfn_fast.train.scoring import TrajectoryBatch, score
 from gfn_fast.train.trainer.allocator import keep_freed_memory
 from gfn_fast.train.trainer.checkpoint import (
     FORMAT,
@@ -131,7 +131,7 @@ class Trainer:
     # -- one step ---------------------------------------------------------------------------
     def train_step(self) -> None:
         """Sample a batch, take one optimiser step at this step's learning rates."""
-        stats, terminal = self.compute_gradients()
+        stats, batch = self.compute_gradients()
         self.shards.average_gradients(self._parameters())
         self._set_learning_rates()
         self.optimizer.step()
@@ -139,14 +139,14 @@ class Trainer:
         self.trajectories += self.config.batch_size
         self._losses.append(float(stats["value"]))
         self._ess.append(float(stats["ess"]))
-        self.evaluation.observe(terminal)
+        self.evaluation.observe(batch.terminal, batch.log_reward)
 
-    def compute_gradients(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def compute_gradients(self) -> tuple[dict[str, torch.Tensor], TrajectoryBatch]:
         """Sample this process's shards and set the parameters' .grad to the loss gradient
         (under a process group: this rank's share, before averaging over the ranks).
 
         Returns:
-            (stats of `gf.divergence_loss`, the sampled terminal states [B_local, W]).
+            (stats of `gf.divergence_loss`, this process's scored `TrajectoryBatch`).
         """
         config = self.config
         # The loss checks its values (NaN, inf) but syncs with the host: not when compiled.
@@ -184,7 +184,7 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        return stats, batch.terminal
+        return stats, batch
 
     def autocast(self):
         """The context of the policy networks' precision (`config.precision`)."""
