@@ -1,7 +1,8 @@
 """Numerical precision of the policy networks: "fp32", or "bf16" (autocast).
 
-Under "bf16" the networks' matmuls run in bfloat16 through `torch.autocast`, in the rollout,
-the batched pass and the evaluations; parameters, optimiser state and gradients stay
+Under "bf16" the networks' matmuls run in bfloat16 through `torch.autocast` (a recorded
+MLP computes as autocast would, `recorded_mlp`), in the rollout, the batched pass and the
+evaluations; parameters, optimiser state and gradients stay
 float32, and everything after the networks (log-softmax, log-prob sums, the loss) is
 float32 (`scoring` casts the networks' outputs).
 """
