@@ -91,15 +91,21 @@ class MLPRecorder:
         self.rows = start + n
         return torch.addmm(bias, x, weight_t, out=self.output[start:end])[:n]
 
-    def outputs(self, order: torch.Tensor | None = None) -> torch.Tensor:
-        """[M, out] the recorded outputs' rows `order` (a permutation of the rows recorded;
-        None: as recorded), differentiable w.r.t. the network's parameters."""
+    def outputs(self, order: torch.Tensor | None = None, shared: int = 1) -> torch.Tensor:
+        """[M, out] the recorded outputs in the order `order`, differentiable w.r.t. the
+        network's parameters.
+
+        The M rows, in recording order, are the recorded rows with the first one standing
+        for the first `shared` rows (a rollout runs s0 once for its first step): M = rows
+        recorded + shared - 1. `order` [M] is a permutation of those M positions (None: as
+        recorded). The backward sums the shared rows' gradients before its matmuls.
+        """
         if self.pad:  # the backward's padded last block reads these rows (times zero)
             last = (self.rows - 1) // BLOCK_ROWS * BLOCK_ROWS if self.rows else 0
             for buffer in self.inputs:
                 buffer[self.rows : last + padded_rows(self.rows - last)].zero_()
         parameters = [p for layer in self.linears for p in (layer.weight, layer.bias)]
-        return _RecordedMLP.apply(self, order, *parameters)
+        return _RecordedMLP.apply(self, order, max(shared, 1), *parameters)
 
 
 def run_recorded(network: nn.Sequential, features: torch.Tensor) -> torch.Tensor:
@@ -122,15 +128,19 @@ class _RecordedMLP(torch.autograd.Function):
     weight and bias, by backpropagating through the recorded activations."""
 
     @staticmethod
-    def forward(ctx, recorder: MLPRecorder, order: torch.Tensor | None, *parameters):
+    def forward(ctx, recorder: MLPRecorder, order: torch.Tensor | None, shared: int, *parameters):
         rows = recorder.rows
         ctx.slopes, ctx.ordered, ctx.rows = recorder.slopes, order is not None, rows
-        ctx.dtype, ctx.pad = recorder.dtype, recorder.pad
+        ctx.dtype, ctx.pad, ctx.shared = recorder.dtype, recorder.pad, shared
         # Saved, so that autograd's version check catches a later in-place change.
         saved = (*parameters[::2], *recorder.inputs)
         ctx.save_for_backward(*saved, *([order] if ctx.ordered else []))
         output = recorder.output[:rows]
-        return output.index_select(0, order) if ctx.ordered else output.clone()
+        if not ctx.ordered and shared == 1:
+            return output.clone()
+        if not ctx.ordered:
+            order = torch.arange(rows + shared - 1, device=output.device)
+        return output.index_select(0, (order - (shared - 1)).clamp_min(0))  # recorded rows
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -141,6 +151,9 @@ class _RecordedMLP(torch.autograd.Function):
         grad = grad.to(ctx.dtype)
         if ctx.ordered:  # rows back into recording order (weight gradients sum over rows)
             grad = torch.empty_like(grad).index_copy_(0, saved[-1], grad)
+        if ctx.shared > 1:  # one recorded row for the first `shared`: their sum
+            shared = ctx.shared
+            grad = torch.cat([grad[:shared].sum(0, keepdim=True), grad[shared:]])
         weight_grads: list[torch.Tensor | None] = [None] * count
         bias_grads: list[torch.Tensor | None] = [None] * count
         for start in range(0, ctx.rows, BLOCK_ROWS):
@@ -165,4 +178,4 @@ class _RecordedMLP(torch.autograd.Function):
                         g.mm(weights[i]), x, ctx.slopes[i - 1], True
                     )
         pairs = zip(weight_grads, bias_grads, strict=True)
-        return None, None, *(grad for pair in pairs for grad in pair)
+        return None, None, None, *(grad for pair in pairs for grad in pair)

@@ -165,11 +165,19 @@ class _Forward:
         with torch.set_grad_enabled(self.keep_graph):
             return run_network(self.policy, features)
 
+    def kept(self, output: torch.Tensor, rows: int) -> torch.Tensor | None:
+        """A step's `output` as the record keeps it, with its graph, one row per moved
+        trajectory (the first step ran s0 once); None unless keep_graph."""
+        if not self.keep_graph:
+            return None
+        with torch.enable_grad():
+            return output.expand(rows, *output.shape[1:])
+
     def outputs(self, record: _Record, order: torch.Tensor) -> torch.Tensor | None:
         """[M, ...] in the record's row order; `order` maps it to the rollout's rows."""
         with torch.enable_grad():
             if self.recorder is not None:
-                return self.recorder.outputs(order)
+                return self.recorder.outputs(order, shared=record.first_step_rows())
             return record.assemble_outputs(order) if self.keep_graph else None
 
 
@@ -211,17 +219,19 @@ def _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, de
         else:
             parents = torch.where(active[:, None], states, start)
             step_noise = noise[t]
-        mask = env.forward_mask(parents)
-        output = forward(env.features(parents))
+        # Every trajectory starts at s0: the first step runs the policy on one copy of it.
+        policy_states = start if t == 0 else parents
+        mask = env.forward_mask(policy_states)
+        output = forward(env.features(policy_states))
         logits = torch.where(mask, output.detach().float(), -torch.inf)
         if behaviour.off_policy:
-            log_q = behaviour.log_probs(logits, mask)
+            log_q = behaviour.log_probs(logits, mask).expand(parents.shape[0], -1)
             action = (log_q + step_noise).argmax(-1)
             step_log_q = log_q.gather(1, action[:, None]).view(-1)
         else:
             action = (logits + step_noise).argmax(-1)
         children = env.step(parents, action)
-        record.add(rows, parents, action, children, output if forward.keep_graph else None)
+        record.add(rows, parents, action, children, forward.kept(output, parents.shape[0]))
         if packed:
             if log_behavior is not None:
                 log_behavior.index_add_(0, rows, step_log_q)
@@ -255,12 +265,15 @@ def _rollout_continuous(env, policy, batch_size, generator, layout, forward, dev
     the same B x T rows (packed offsets are multiples of T)."""
     states = env.initial_states(batch_size, device)
     record = _Record()
-    for _ in range(env.max_length):
-        features = env.features(states)
+    for t in range(env.max_length):
+        # Every trajectory starts at s0: the first step runs the policy on one copy of it.
+        features = env.features(states[:1] if t == 0 else states)
         output = forward(features)
-        values = policy.sample_of(output.detach(), features, generator)
+        values = policy.sample_of(
+            output.detach().expand(batch_size, -1), features.expand(batch_size, -1), generator
+        )
         children = env.step(states, values)
-        record.add(None, states, values, children, output if forward.keep_graph else None)
+        record.add(None, states, values, children, forward.kept(output, batch_size))
         states = children
     lengths = torch.full((batch_size,), env.max_length, dtype=torch.int64, device=device)
     order = record.order(None)
@@ -291,6 +304,10 @@ class _Record:
         if self.active:
             return torch.stack(self.active).sum(0)
         return torch.bincount(self.moved().to(device), minlength=batch_size)
+
+    def first_step_rows(self) -> int:
+        """How many trajectories the first step moved (all from s0)."""
+        return self.parents[0].shape[0] if self.parents else 0
 
     def moved(self) -> torch.Tensor:
         """Packed: [N] the trajectory of every recorded row, in recording order."""

@@ -331,16 +331,21 @@ def test_recorded_activations_under_bf16_autocast_give_autocasts_gradient(block_
 
 
 @pytest.mark.parametrize("name", ["gmm", "banana"])
-def test_recorded_activations_give_the_kept_graphs_gradient_on_continuous_tasks(name):
+def test_recorded_and_kept_rollouts_give_the_batched_gradient_on_continuous_tasks(name):
+    """The rollout runs s0 once for the first step; the batched pass runs every row."""
     env = envs.make(name)
     policy = _policy(env)
-    gradients = []
-    for forward in ({"record_activations": True}, {"keep_graph": True}):
+    gradients = {}
+    for forward, options in _FORWARDS.items():
         generator = torch.Generator().manual_seed(1)
-        batch = sample_trajectories(env, policy, 16, generator=generator, **forward)
-        gradients.append(torch.autograd.grad(batch.log_pf.sum(), list(policy.parameters())))
-    for a, b in zip(*gradients, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        batch = sample_trajectories(env, policy, 16, generator=generator, **options)
+        weights = torch.linspace(-1.0, 1.0, 16)
+        total = (weights * batch.log_pf).sum()
+        gradients[forward] = torch.autograd.grad(total, list(policy.parameters()))
+    batched = gradients.pop("batched")
+    for grads in gradients.values():
+        for a, b in zip(grads, batched, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_sampler_rejects_bad_options():
