@@ -16,6 +16,8 @@ Two layouts of the record, the `layout` of `rollout`:
   the record holds B x T rows, trajectory-major, with `lengths`.
 
 Both draw the same Gumbel noise ([B, A] per step), so they sample the same trajectories.
+Every trajectory starts at s0, so the first step runs the policy on one copy of it (about
+1 / T of p_F's rows, forward and backward).
 
 Two ways to spare the batched pass its forward of p_F, reusing the rollout's instead:
 `record_activations=True` records the activations of a plain p_F MLP as the rollout runs
