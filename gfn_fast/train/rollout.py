@@ -225,7 +225,7 @@ def _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, de
         policy_states = start if t == 0 else parents
         mask = env.forward_mask(policy_states)
         output = forward(env.features(policy_states))
-        logits = torch.where(mask, output.detach().float(), -torch.inf)
+        logits = torch.where(mask, output.float(), -torch.inf)  # (no_grad: no graph)
         if behaviour.off_policy:
             log_q = behaviour.log_probs(logits, mask).expand(parents.shape[0], -1)
             action = (log_q + step_noise).argmax(-1)
@@ -328,15 +328,10 @@ class _Record:
 
     def order(self, offsets: torch.Tensor | None) -> torch.Tensor:
         """[M] for each row of the rollout, trajectory-major, its recorded row. With
-        `offsets` (steps of the running rows only), step t of trajectory b is row
-        offsets[b] + t; without, every step recorded all B rows, and it is row b * T + t."""
-        if offsets is not None:
-            device = offsets.device
-            counts = torch.tensor([rows.numel() for rows in self.rows], device=device)
-            steps = torch.arange(len(self.rows), device=device).repeat_interleave(counts)
-            position = offsets.index_select(0, self.moved().to(device)) + steps
-            order = torch.arange(position.numel(), device=device)
-            return torch.empty_like(position).index_copy_(0, position, order)
+        `offsets` (steps of the running rows only), the recorded rows sorted (stably) by
+        trajectory; without, every step recorded all B rows, and it is row b * T + t."""
+        if offsets is not None:  # a trajectory's rows were recorded in step order
+            return torch.sort(self.moved().to(offsets.device), stable=True).indices
         steps, batch_size = len(self.parents), self.parents[0].shape[0]
         device = self.parents[0].device
         return torch.arange(steps * batch_size, device=device).view(steps, -1).t().flatten()

@@ -65,7 +65,9 @@ class HyperGrid(DiscreteEnv):
         return torch.zeros(batch_size, self.ndim + 1, dtype=torch.int64, device=device)
 
     def forward_mask(self, states):
-        return (states < self._table("limits", states.device)) & (states[:, -1:] == 0)
+        # A done state's columns are lifted past every limit: no action left.
+        lifted = states.add(states[:, -1:], alpha=self.height)
+        return lifted < self._table("limits", states.device)
 
     def step(self, states, actions):
         return states + self._table("moves", states.device)[actions]

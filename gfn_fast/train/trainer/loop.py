@@ -182,7 +182,8 @@ class Trainer:
             validate=validate,
             caller="Trainer",
         )
-        self.optimizer.zero_grad(set_to_none=True)
+        for parameter in self._parameters():  # zero_grad(set_to_none=True), minus its overhead
+            parameter.grad = None
         loss.backward()
         return stats, batch
 
