@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import os
@@ -353,6 +354,7 @@ def main() -> None:
         for seed in args.seeds:
             runs = [TorchgfnRun(seed, batch_size, args)]
             runs += [GfnFastRun(variant, seed, batch_size, args) for variant in args.variants]
+            gc.freeze()  # as `gfn-fast train` does; the runs share this process alike
             for result in race(runs, args):
                 per_impl.setdefault(result["impl"], []).append({"seed": seed, **result})
                 if "trajectories_per_s" in result:
