@@ -140,6 +140,11 @@ class _RecordedMLP(torch.autograd.Function):
             return output.clone()
         if not ctx.ordered:
             order = torch.arange(rows + shared - 1, device=output.device)
+        elif order.numel() != rows + shared - 1:  # a wrong length would give wrong gradients
+            raise ValueError(
+                f"order: expected {rows + shared - 1} positions ({rows} rows recorded, the "
+                f"first standing for {shared}), got {order.numel()}"
+            )
         return output.index_select(0, (order - (shared - 1)).clamp_min(0))  # recorded rows
 
     @staticmethod

@@ -215,6 +215,11 @@ def _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, de
     for t in range(env.max_length):
         if packed:
             if rows.numel() == 0:
+                if t == 0:  # (padded: every trajectory has length 0)
+                    raise ValueError(
+                        f"env: {type(env).__name__}'s initial state is terminal, so a packed "
+                        "rollout has no step to record"
+                    )
                 break
             parents = running
             step_noise = noise[t].index_select(0, rows)

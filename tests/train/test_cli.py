@@ -216,20 +216,6 @@ def test_the_installed_command_prints_one_line_without_a_traceback(tmp_path):
 
 
 # -- behaviour --------------------------------------------------------------------------------
-def test_train_freezes_the_long_lived_objects_for_the_collector(tmp_path):
-    """A fresh process (an earlier test's freeze would hide a missing one)."""
-    script = (
-        "import gc, sys; from gfn_fast.train.cli import main; "
-        "assert gc.get_freeze_count() == 0; "
-        f"main(['train', *{FAST!r}, '--out', {str(tmp_path / 'run')!r}]); "
-        "print(gc.get_freeze_count())"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert int(result.stdout.strip().splitlines()[-1]) > 10_000  # the imports at least
-
-
 def test_resume_extends_a_run_with_more_steps(finished_run, tmp_path, capsys, monkeypatch):
     out = tmp_path / "extended"
     args = ["train", "--resume", str(finished_run / "checkpoint.pt"), "--steps", "6"]

@@ -115,6 +115,19 @@ def test_closed_form_log_partition_matches_enumeration(name, preset):
     )
 
 
+@pytest.mark.parametrize("ndim, height", [(1, 2), (2, 3), (3, 5), (4, 2)])
+def test_hypergrid_forward_mask_on_every_state(ndim, height):
+    """Coordinate i may grow while below H - 1 and the state is not done; stop while not
+    done; nothing once done: against a loop over every state, done or not."""
+    env = envs.HyperGrid(ndim=ndim, height=height)
+    grids = torch.meshgrid(*[torch.arange(height)] * ndim, torch.arange(2), indexing="ij")
+    states = torch.stack([g.flatten() for g in grids], 1)
+    expected = torch.tensor(
+        [[not s[-1] and s[i] < height - 1 for i in range(ndim)] + [not s[-1]] for s in states.tolist()]
+    )
+    assert torch.equal(env.forward_mask(states), expected)
+
+
 def test_hypergrid_reward_matches_torchgfn_formula():
     env = envs.make("hypergrid", "torchgfn")
     x = env.terminal_states()

@@ -259,6 +259,68 @@ def test_concatenated_rollouts_score_like_each_part():
         )
 
 
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+@pytest.mark.parametrize(
+    "name, preset, options",
+    [
+        ("hypergrid", None, {"learn_pb": True}),  # recordable MLPs
+        ("sets", "small", {"deep_set": True}),  # DeepSet: the kept graph or a second forward
+        ("phylo", "tiny", {"learn_pb": True}),  # ForestPolicy: likewise
+    ],
+)
+def test_rollouts_in_parts_give_the_batched_gradient(name, preset, options, layout):
+    """Parts of 1, 5 and 3 trajectories (each part's first step runs s0 once), joined:
+    recorded and kept outputs backpropagate as the batched pass's second forward does."""
+    env = envs.make(name, preset)
+    torch.manual_seed(0)
+    policy = make_policy(env, 32, 2, **options)
+    gradients = {}
+    for forward, settings in _FORWARDS.items():
+        parts = [
+            _rollout(env, policy, seed, size, layout=layout, **settings)
+            for seed, size in ((0, 1), (1, 5), (2, 3))
+        ]
+        batch = score(env, policy, concatenate(parts))
+        log_pb = batch.log_pb if batch.log_pb is not None else 0.0
+        total = (torch.linspace(-1.0, 1.0, 9) * (batch.log_pf - log_pb)).sum()
+        gradients[forward] = torch.autograd.grad(total, list(policy.parameters()))
+    batched = gradients.pop("batched")
+    for grads in gradients.values():
+        for a, b in zip(grads, batched, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_recorder_outputs_with_shared_rows_backpropagate_as_the_network():
+    """MLPRecorder called directly: one recorded row standing for the first 4 outputs."""
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Linear(5, 8), torch.nn.LeakyReLU(), torch.nn.Linear(8, 3)
+    )
+    first, rest = torch.randn(1, 5), torch.randn(6, 5)
+    with torch.no_grad():
+        recorder = recorded_mlp.MLPRecorder(network, 7)
+        recorder(first)
+        recorder(rest)
+    weights = torch.randn(10, 3)
+    recorded = (weights * recorder.outputs(shared=4)).sum()
+    plain = (weights * network(torch.cat([first.expand(4, -1), rest]))).sum()
+    for a, b in zip(
+        torch.autograd.grad(recorded, list(network.parameters())),
+        torch.autograd.grad(plain, list(network.parameters())),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="order: expected 10 positions"):
+        recorder.outputs(torch.arange(7), shared=4)
+
+
+def test_a_packed_rollout_rejects_an_env_whose_initial_state_is_terminal(monkeypatch):
+    env = envs.make("hypergrid", None)
+    monkeypatch.setattr(env, "is_terminal", lambda states: torch.ones(len(states), dtype=bool))
+    with pytest.raises(ValueError, match="initial state is terminal"):
+        _rollout(env, _policy(env), layout="packed")
+
+
 @pytest.mark.parametrize("name", ["gmm", "banana"])
 @pytest.mark.parametrize("forward", list(_FORWARDS))
 def test_continuous_log_pt_matches_the_batched_pass(name, forward):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import platform
 from dataclasses import replace
@@ -80,6 +81,22 @@ def test_resolve_fills_defaults_and_rejects_bad_settings():
 def test_the_trainer_keeps_freed_memory_on_glibc():
     applied = keep_freed_memory()
     assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+def test_run_keeps_the_objects_alive_at_its_start_out_of_collections(monkeypatch):
+    trainer = Trainer(_config(steps=2))
+    frozen_during = []
+    train_step = Trainer.train_step
+
+    def observed(self):
+        frozen_during.append(gc.get_freeze_count())
+        train_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", observed)
+    assert gc.get_freeze_count() == 0
+    trainer.run(progress=False)
+    assert len(frozen_during) == 2 and min(frozen_during) > 10_000  # the imports at least
+    assert gc.get_freeze_count() == 0  # an in-process caller gets its collector back
 
 
 def test_sizes_that_do_not_enumerate_report_the_monte_carlo_l1():

@@ -2,12 +2,15 @@
 
 Its parts live beside it: the config and its checks (`config`), how a run is measured
 (`evaluation`), the checkpoint files (`checkpoint`), the progress bar and metric files
-(`logs`), signals (`interrupts`), shards in one or several processes (`distributed`), and
-the allocator setting that keeps a step's freed memory for the next one (`allocator`).
+(`logs`), signals (`interrupts`), shards in one or several processes (`distributed`), the
+allocator setting that keeps a step's freed memory for the next one (`allocator`), and the
+collector setting that keeps the run's long-lived objects out of full collections
+(`collector`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import replace
@@ -22,6 +25,7 @@ from gfn_fast.train.precision import autocast
 from gfn_fast.train.rollout import concatenate, rollout
 from gfn_fast.train.scoring import TrajectoryBatch, score
 from gfn_fast.train.trainer.allocator import keep_freed_memory
+from gfn_fast.train.trainer.collector import long_lived_frozen
 from gfn_fast.train.trainer.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -248,7 +252,7 @@ class Trainer:
         until = self.config.steps if until is None else min(until, self.config.steps)
         bar = ProgressBar(self.config.steps, self.step, progress, label)
         started = time.perf_counter() - self.seconds
-        try:
+        with long_lived_frozen(), contextlib.closing(bar):
             if not self.curve:
                 self._record(self.evaluate(), bar)
             while self.step < until:
@@ -260,8 +264,6 @@ class Trainer:
                 if self.step % self.config.eval_every == 0 or self.step == self.config.steps:
                     self._record(self.evaluate(), bar)
                     self.seconds = time.perf_counter() - started
-        finally:
-            bar.close()
         if self._saved_step != self.step:
             self.save()
         return self.curve[-1]
