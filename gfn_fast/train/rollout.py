@@ -211,6 +211,7 @@ def _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, de
     log_behavior = torch.zeros(batch_size, device=device) if behaviour.off_policy else None
     # All the noise at once: one draw instead of one per step (padded and packed alike).
     noise = gumbel_noise((env.max_length, batch_size, env.n_actions), generator, device)
+    forbidden = torch.tensor(-torch.inf, device=device)  # made once, not once a step
     record = _Record()
     for t in range(env.max_length):
         if packed:
@@ -230,7 +231,7 @@ def _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, de
         policy_states = start if t == 0 else parents
         mask = env.forward_mask(policy_states)
         output = forward(env.features(policy_states))
-        logits = torch.where(mask, output.float(), -torch.inf)  # (no_grad: no graph)
+        logits = torch.where(mask, output.float(), forbidden)  # (no_grad: no graph)
         if behaviour.off_policy:
             log_q = behaviour.log_probs(logits, mask).expand(parents.shape[0], -1)
             action = (log_q + step_noise).argmax(-1)

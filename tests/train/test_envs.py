@@ -128,6 +128,19 @@ def test_hypergrid_forward_mask_on_every_state(ndim, height):
     assert torch.equal(env.forward_mask(states), expected)
 
 
+@pytest.mark.parametrize("ndim, height", [(1, 2), (2, 12), (3, 5), (4, 8)])
+def test_hypergrid_log_reward_is_the_formula_on_every_state(ndim, height):
+    env = envs.HyperGrid(ndim=ndim, height=height, r0=1e-3, r1=0.5, r2=2.0)
+    ones = torch.ones(1, dtype=torch.long)  # done
+    grids = torch.meshgrid(*[torch.arange(height)] * ndim, ones, indexing="ij")
+    states = torch.stack([g.flatten() for g in grids], 1)
+    a = (states[:, :ndim].double() / (height - 1) - 0.5).abs()
+    outer = (a > 0.25).all(-1).double()
+    ring = ((a > 0.3) & (a < 0.4)).all(-1).double()
+    expected = torch.log(1e-3 + 0.5 * outer + 2.0 * ring)
+    torch.testing.assert_close(env.log_reward(states).double(), expected)
+
+
 def test_hypergrid_reward_matches_torchgfn_formula():
     env = envs.make("hypergrid", "torchgfn")
     x = env.terminal_states()

@@ -48,10 +48,17 @@ class HyperGrid(DiscreteEnv):
         # indexing an identity replaces one_hot, whose range check costs more than the
         # lookup; `limits` holds, per state column, the value its forward action needs to
         # stay below.
+        # `band` holds, per coordinate value, 0 (plateau), 1 (outer band) or 2 (ring, which
+        # lies inside the outer band): R depends on the least band of a state's coordinates
+        # alone, so log R is one lookup in `log_rewards` (the formula, evaluated per band).
+        a = (torch.arange(height).float() / (height - 1) - 0.5).abs()
+        outer, ring = torch.tensor([0.0, 1.0, 1.0]), torch.tensor([0.0, 0.0, 1.0])
         self._tables = {
             "features": torch.eye(height),
             "moves": torch.eye(ndim + 1, dtype=torch.int64),
             "limits": torch.tensor([height - 1] * ndim + [1]),
+            "band": (a > 0.25).long() + ((a > 0.3) & (a < 0.4)).long(),
+            "log_rewards": torch.log(r0 + r1 * outer + r2 * ring),
         }
         self._on_device: dict = {}
 
@@ -90,10 +97,8 @@ class HyperGrid(DiscreteEnv):
         return states[:, -1] == 1
 
     def log_reward(self, states):
-        a = (states[:, : self.ndim].float() / (self.height - 1) - 0.5).abs()
-        outer = (a > 0.25).all(-1).float()
-        ring = ((a > 0.3) & (a < 0.4)).all(-1).float()
-        return torch.log(self.r0 + self.r1 * outer + self.r2 * ring)
+        band = self._table("band", states.device)[states[:, : self.ndim]].amin(-1)
+        return self._table("log_rewards", states.device)[band]
 
     def features(self, states):
         return self._table("features", states.device)[states[:, : self.ndim]].flatten(1)
