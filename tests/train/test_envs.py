@@ -123,7 +123,10 @@ def test_hypergrid_forward_mask_on_every_state(ndim, height):
     grids = torch.meshgrid(*[torch.arange(height)] * ndim, torch.arange(2), indexing="ij")
     states = torch.stack([g.flatten() for g in grids], 1)
     expected = torch.tensor(
-        [[not s[-1] and s[i] < height - 1 for i in range(ndim)] + [not s[-1]] for s in states.tolist()]
+        [
+            [not s[-1] and s[i] < height - 1 for i in range(ndim)] + [not s[-1]]
+            for s in states.tolist()
+        ]
     )
     assert torch.equal(env.forward_mask(states), expected)
 

@@ -259,6 +259,14 @@ def test_concatenated_rollouts_score_like_each_part():
         )
 
 
+def _assert_like_the_batched_pass(gradients: dict, atol: float) -> None:
+    """Every `_FORWARDS` entry's parameter gradients equal the "batched" entry's."""
+    batched = gradients.pop("batched")
+    for grads in gradients.values():
+        for a, b in zip(grads, batched, strict=True):
+            torch.testing.assert_close(a, b, atol=atol, rtol=1e-5)
+
+
 @pytest.mark.parametrize("layout", ["packed", "padded"])
 @pytest.mark.parametrize(
     "name, preset, options",
@@ -284,10 +292,7 @@ def test_rollouts_in_parts_give_the_batched_gradient(name, preset, options, layo
         log_pb = batch.log_pb if batch.log_pb is not None else 0.0
         total = (torch.linspace(-1.0, 1.0, 9) * (batch.log_pf - log_pb)).sum()
         gradients[forward] = torch.autograd.grad(total, list(policy.parameters()))
-    batched = gradients.pop("batched")
-    for grads in gradients.values():
-        for a, b in zip(grads, batched, strict=True):
-            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    _assert_like_the_batched_pass(gradients, atol=1e-6)
 
 
 def test_recorder_outputs_with_shared_rows_backpropagate_as_the_network():
@@ -404,10 +409,7 @@ def test_recorded_and_kept_rollouts_give_the_batched_gradient_on_continuous_task
         weights = torch.linspace(-1.0, 1.0, 16)
         total = (weights * batch.log_pf).sum()
         gradients[forward] = torch.autograd.grad(total, list(policy.parameters()))
-    batched = gradients.pop("batched")
-    for grads in gradients.values():
-        for a, b in zip(grads, batched, strict=True):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    _assert_like_the_batched_pass(gradients, atol=1e-5)
 
 
 def test_sampler_rejects_bad_options():

@@ -25,7 +25,6 @@ from gfn_fast.train.precision import autocast
 from gfn_fast.train.rollout import concatenate, rollout
 from gfn_fast.train.scoring import TrajectoryBatch, score
 from gfn_fast.train.trainer.allocator import keep_freed_memory
-from gfn_fast.train.trainer.collector import long_lived_frozen
 from gfn_fast.train.trainer.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -33,6 +32,7 @@ from gfn_fast.train.trainer.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from gfn_fast.train.trainer.collector import long_lived_frozen
 from gfn_fast.train.trainer.config import RESUMABLE_CHANGES, TrainConfig, objective_of, resolve
 from gfn_fast.train.trainer.distributed import shard_group, shard_seed, shard_sizes
 from gfn_fast.train.trainer.evaluation import evaluation_for
