@@ -361,8 +361,11 @@ def _masked_logprob_sums(logits, mask, actions, lengths):
     return torch.zeros(lengths.shape[0]).index_add(0, segment, per_step)
 
 
+@pytest.mark.parametrize("layout", ["packed", "padded"])
 @pytest.mark.parametrize("block_rows", [512, 7])
-def test_recorded_activations_under_bf16_autocast_give_autocasts_gradient(block_rows, monkeypatch):
+def test_recorded_activations_under_bf16_autocast_give_autocasts_gradient(
+    block_rows, layout, monkeypatch
+):
     """--precision bf16: the recorder computes as autocast does (bf16 weights and
     activations, padded row counts, float32 gradients). Against autocast's own graph of the
     same batch, in plain torch."""
@@ -372,19 +375,21 @@ def test_recorded_activations_under_bf16_autocast_give_autocasts_gradient(block_
     weights = torch.linspace(-1.0, 1.0, 64)
     parameters = list(policy.parameters())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        sampled = _rollout(env, policy, batch_size=64, record_activations=True)
+        sampled = _rollout(env, policy, batch_size=64, record_activations=True, layout=layout)
         assert sampled.outputs.dtype == torch.bfloat16
         batch = score(env, policy, sampled)
+        inside = slice(None)  # packed: every row is a step
+        if layout == "padded":  # the rows within each trajectory's length
+            inside = (torch.arange(env.max_length) < sampled.lengths[:, None]).flatten()
+        parents, actions = sampled.parents[inside], sampled.actions[inside]
+        children = sampled.children[inside]
         log_pf = _masked_logprob_sums(
-            policy(env.features(sampled.parents)),
-            env.forward_mask(sampled.parents),
-            sampled.actions,
-            sampled.lengths,
+            policy(env.features(parents)), env.forward_mask(parents), actions, sampled.lengths
         )
         log_pb = _masked_logprob_sums(
-            policy.backward_logits(env.features(sampled.children)),
-            env.backward_mask(sampled.children),
-            env.backward_action(sampled.parents, sampled.actions),
+            policy.backward_logits(env.features(children)),
+            env.backward_mask(children),
+            env.backward_action(parents, actions),
             sampled.lengths,
         )
     torch.testing.assert_close(batch.log_pf, log_pf, atol=1e-5, rtol=1e-5)
