@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import platform
+import time
 from dataclasses import replace
 
 import pytest
@@ -81,6 +82,21 @@ def test_resolve_fills_defaults_and_rejects_bad_settings():
 def test_the_trainer_keeps_freed_memory_on_glibc():
     applied = keep_freed_memory()
     assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+def test_seconds_count_training_steps_only(monkeypatch):
+    trainer = Trainer(_config(steps=2, eval_every=1))
+    evaluate = Trainer.evaluate
+
+    def slow(self):
+        time.sleep(0.25)
+        return evaluate(self)
+
+    monkeypatch.setattr(Trainer, "evaluate", slow)
+    started = time.perf_counter()
+    final = trainer.run(progress=False)
+    assert time.perf_counter() - started > 0.75  # three evaluations ran
+    assert 0 < final["seconds"] < 0.25  # and none of them is on the clock
 
 
 def test_run_keeps_the_objects_alive_at_its_start_out_of_collections(monkeypatch):
