@@ -338,7 +338,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-log-z", type=float, default=1e-1)
     parser.add_argument("--target", type=float, default=0.05)
-    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--max-steps", type=int, default=3000)
     parser.add_argument("--max-seconds", type=float, default=300.0)
     parser.add_argument("--final-steps", type=int, default=0, help="0: skip the final-L1 runs")
