@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import io
 import json
 import os
@@ -55,6 +54,7 @@ from gfn_fast.integrations.torchgfn_exact import exact_l1
 from gfn_fast.train import metrics
 from gfn_fast.train.rollout import rollout
 from gfn_fast.train.trainer import TrainConfig, Trainer
+from gfn_fast.train.trainer.collector import long_lived_frozen
 
 BENCH = "e2e_hypergrid_8x8"
 RESULTS = Path(__file__).parent / "results" / "e2e.json"
@@ -354,8 +354,9 @@ def main() -> None:
         for seed in args.seeds:
             runs = [TorchgfnRun(seed, batch_size, args)]
             runs += [GfnFastRun(variant, seed, batch_size, args) for variant in args.variants]
-            gc.freeze()  # as `gfn-fast train` does; the runs share this process alike
-            for result in race(runs, args):
+            with long_lived_frozen():  # as `Trainer.run` does; the runs share the process
+                results = race(runs, args)
+            for result in results:
                 per_impl.setdefault(result["impl"], []).append({"seed": seed, **result})
                 if "trajectories_per_s" in result:
                     print(
