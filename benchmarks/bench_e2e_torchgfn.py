@@ -59,15 +59,25 @@ from gfn_fast.train.trainer.collector import long_lived_frozen
 BENCH = "e2e_hypergrid_8x8"
 RESULTS = Path(__file__).parent / "results" / "e2e.json"
 PROFILE = Path(__file__).parent / "results" / "e2e_profile.txt"
-# gfn_fast variants: TrainConfig settings beside the shared ones. fp32 and bf16 reuse the
-# rollout's forward of p_F through its recorded activations; the others run it again in the
-# batched pass, or keep the rollout's graph.
+# gfn_fast variants: TrainConfig settings beside the shared ones. fp32 and bf16 are the
+# defaults: the networks run once per distinct state, and the rollout's forward of p_F is
+# reused through its recorded activations. The others run the networks on every visited
+# state ("all_states"), and run p_F again in the batched pass or keep the rollout's graph.
+ALL_STATES = {"distinct_states": False}
 VARIANTS = {
-    "fp32": {"precision": "fp32", "record_activations": True},
-    "fp32_batched_forward": {"precision": "fp32", "record_activations": False, "keep_graph": False},
-    "fp32_keep_graph": {"precision": "fp32", "record_activations": False, "keep_graph": True},
-    "bf16": {"precision": "bf16", "record_activations": True},
-    "bf16_keep_graph": {"precision": "bf16", "record_activations": False, "keep_graph": True},
+    "fp32": {"precision": "fp32", "record_activations": True, "distinct_states": True},
+    "fp32_all_states": {"precision": "fp32", "record_activations": True, **ALL_STATES},
+    "fp32_batched_forward": {
+        "precision": "fp32", "record_activations": False, "keep_graph": False, **ALL_STATES
+    },
+    "fp32_keep_graph": {
+        "precision": "fp32", "record_activations": False, "keep_graph": True, **ALL_STATES
+    },
+    "bf16": {"precision": "bf16", "record_activations": True, "distinct_states": True},
+    "bf16_all_states": {"precision": "bf16", "record_activations": True, **ALL_STATES},
+    "bf16_keep_graph": {
+        "precision": "bf16", "record_activations": False, "keep_graph": True, **ALL_STATES
+    },
 }
 
 

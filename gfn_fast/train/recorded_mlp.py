@@ -5,8 +5,9 @@ The batched pass needs the gradient of the loss w.r.t. the p_F MLP's parameters 
 visited states, and the rollout has already run that MLP's forward on them, step by step.
 `MLPRecorder` runs that forward itself, writing every layer's input and the output into
 preallocated [capacity, width] buffers (the steps' rows one after another); `outputs` then
-gives those outputs in the rollout's row order, as a tensor whose backward computes every
-layer's weight and bias gradients with one matmul over all N rows. A training step then
+gives those outputs in the rollout's row order (a row once per trajectory that it stands
+for), as a tensor whose backward computes every layer's weight and bias gradients with one
+matmul over all recorded rows. A training step then
 costs the rollout's forward plus one batched backward, without a second forward of p_F.
 
 Exact: the backward is autograd's backward of nn.Linear and nn.LeakyReLU applied to the
@@ -91,21 +92,18 @@ class MLPRecorder:
         self.rows = start + n
         return torch.addmm(bias, x, weight_t, out=self.output[start:end])[:n]
 
-    def outputs(self, order: torch.Tensor | None = None, shared: int = 1) -> torch.Tensor:
-        """[M, out] the recorded outputs in the order `order`, differentiable w.r.t. the
-        network's parameters.
-
-        The M rows, in recording order, are the recorded rows with the first one standing
-        for the first `shared` rows (a rollout runs s0 once for its first step): M = rows
-        recorded + shared - 1. `order` [M] is a permutation of those M positions (None: as
-        recorded). The backward sums the shared rows' gradients before its matmuls.
+    def outputs(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """[M, out] the recorded outputs gathered by `index` [M] (row index[i] of the
+        recording; None: every row, as recorded), differentiable w.r.t. the network's
+        parameters. A row may appear any number of times (a rollout runs the policy once
+        per distinct state): the backward sums its gradients before its matmuls.
         """
         if self.pad:  # the backward's padded last block reads these rows (times zero)
             last = (self.rows - 1) // BLOCK_ROWS * BLOCK_ROWS if self.rows else 0
             for buffer in self.inputs:
                 buffer[self.rows : last + padded_rows(self.rows - last)].zero_()
         parameters = [p for layer in self.linears for p in (layer.weight, layer.bias)]
-        return _RecordedMLP.apply(self, order, max(shared, 1), *parameters)
+        return _RecordedMLP.apply(self, index, *parameters)
 
 
 def run_recorded(network: nn.Sequential, features: torch.Tensor) -> torch.Tensor:
@@ -124,28 +122,19 @@ BLOCK_ROWS = 512
 
 
 class _RecordedMLP(torch.autograd.Function):
-    """Forward: the recorded outputs, reordered. Backward: the gradients of every Linear's
+    """Forward: the recorded outputs, gathered. Backward: the gradients of every Linear's
     weight and bias, by backpropagating through the recorded activations."""
 
     @staticmethod
-    def forward(ctx, recorder: MLPRecorder, order: torch.Tensor | None, shared: int, *parameters):
+    def forward(ctx, recorder: MLPRecorder, index: torch.Tensor | None, *parameters):
         rows = recorder.rows
-        ctx.slopes, ctx.ordered, ctx.rows = recorder.slopes, order is not None, rows
-        ctx.dtype, ctx.pad, ctx.shared = recorder.dtype, recorder.pad, shared
+        ctx.slopes, ctx.gathered, ctx.rows = recorder.slopes, index is not None, rows
+        ctx.dtype, ctx.pad = recorder.dtype, recorder.pad
         # Saved, so that autograd's version check catches a later in-place change.
         saved = (*parameters[::2], *recorder.inputs)
-        ctx.save_for_backward(*saved, *([order] if ctx.ordered else []))
+        ctx.save_for_backward(*saved, *([index] if ctx.gathered else []))
         output = recorder.output[:rows]
-        if not ctx.ordered and shared == 1:
-            return output.clone()
-        if not ctx.ordered:
-            order = torch.arange(rows + shared - 1, device=output.device)
-        elif order.numel() != rows + shared - 1:  # a wrong length would give wrong gradients
-            raise ValueError(
-                f"order: expected {rows + shared - 1} positions ({rows} rows recorded, the "
-                f"first standing for {shared}), got {order.numel()}"
-            )
-        return output.index_select(0, (order - (shared - 1)).clamp_min(0))  # recorded rows
+        return output.index_select(0, index) if ctx.gathered else output.clone()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -153,12 +142,10 @@ class _RecordedMLP(torch.autograd.Function):
         count = len(saved) // 2
         weights = [w.to(ctx.dtype) for w in saved[:count]]
         inputs = saved[count : 2 * count]
+        if ctx.gathered:  # each recorded row's gradient: the sum of its copies', in float32
+            summed = grad.new_zeros(ctx.rows, grad.shape[1], dtype=torch.float32)
+            grad = summed.index_add_(0, saved[-1], grad.float())
         grad = grad.to(ctx.dtype)
-        if ctx.ordered:  # rows back into recording order (weight gradients sum over rows)
-            grad = torch.empty_like(grad).index_copy_(0, saved[-1], grad)
-        if ctx.shared > 1:  # one recorded row for the first `shared`: their sum
-            shared = ctx.shared
-            grad = torch.cat([grad[:shared].sum(0, keepdim=True), grad[shared:]])
         weight_grads: list[torch.Tensor | None] = [None] * count
         bias_grads: list[torch.Tensor | None] = [None] * count
         for start in range(0, ctx.rows, BLOCK_ROWS):
@@ -183,4 +170,4 @@ class _RecordedMLP(torch.autograd.Function):
                         g.mm(weights[i]), x, ctx.slopes[i - 1], True
                     )
         pairs = zip(weight_grads, bias_grads, strict=True)
-        return None, None, None, *(grad for pair in pairs for grad in pair)
+        return None, None, *(grad for pair in pairs for grad in pair)

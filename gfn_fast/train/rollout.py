@@ -16,8 +16,8 @@ Two layouts of the record, the `layout` of `rollout`:
   the record holds B x T rows, trajectory-major, with `lengths`.
 
 Both draw the same Gumbel noise ([B, A] per step), so they sample the same trajectories.
-Every trajectory starts at s0, so the first step runs the policy on one copy of it (about
-1 / T of p_F's rows, forward and backward).
+Every trajectory starts at s0, so the first step runs the policy on one copy of it; with
+`distinct_states`, every step runs it once per distinct state of the step (`distinct`).
 
 Two ways to spare the batched pass its forward of p_F, reusing the rollout's instead:
 `record_activations=True` records the activations of a plain p_F MLP as the rollout runs
@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from gfn_fast.train.distinct import distinct_rows
 from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv
 from gfn_fast.train.policies import gumbel_noise
 from gfn_fast.train.precision import run_network
@@ -110,6 +111,7 @@ def rollout(
     layout: str = "packed",
     keep_graph: bool = False,
     record_activations: bool = False,
+    distinct_states: bool = False,
     device: torch.device | str | None = None,
 ) -> Rollout:
     """Draw `batch_size` trajectories from s0 to terminal states, all at once, without
@@ -126,6 +128,8 @@ def rollout(
         record_activations: where the policy's forward is a plain MLP (`recordable`), run
             it recording its activations and give `Rollout.outputs` through them instead
             (keep_graph is then ignored); elsewhere this option does nothing.
+        distinct_states: run the policy once per distinct state of each step (discrete
+            envs with exact `state_code`s; see `distinct`), not once per trajectory.
         device: where the states live (default: the policy's parameters' device).
 
     Returns:
@@ -151,7 +155,9 @@ def rollout(
     with torch.no_grad():
         if env.action_space == "continuous":
             return _rollout_continuous(env, policy, batch_size, generator, layout, forward, device)
-        return _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, device)
+        return _rollout_discrete(
+            env, batch_size, generator, behaviour, layout, forward, distinct_states, device
+        )
 
 
 class _Forward:
@@ -167,20 +173,26 @@ class _Forward:
         with torch.set_grad_enabled(self.keep_graph):
             return run_network(self.policy, features)
 
-    def kept(self, output: torch.Tensor, rows: int) -> torch.Tensor | None:
+    def kept(self, output: torch.Tensor, source: torch.Tensor | None) -> torch.Tensor | None:
         """A step's `output` as the record keeps it, with its graph, one row per moved
-        trajectory (the first step ran s0 once); None unless keep_graph."""
+        trajectory (`source`: each trajectory's row of output); None unless keep_graph."""
         if not self.keep_graph:
             return None
         with torch.enable_grad():
-            return output.expand(rows, *output.shape[1:])
+            return _per_row(output, source)
 
     def outputs(self, record: _Record, order: torch.Tensor) -> torch.Tensor | None:
         """[M, ...] in the record's row order; `order` maps it to the rollout's rows."""
         with torch.enable_grad():
             if self.recorder is not None:
-                return self.recorder.outputs(order, shared=record.first_step_rows())
+                return self.recorder.outputs(record.sources().index_select(0, order))
             return record.assemble_outputs(order) if self.keep_graph else None
+
+
+def _per_row(values: torch.Tensor, source: torch.Tensor | None) -> torch.Tensor:
+    """Values of the policy's rows [k, ...] as one row per trajectory: row source[i] for
+    trajectory i (None: the rows are the trajectories')."""
+    return values if source is None else values.index_select(0, source)
 
 
 class _Behaviour:
@@ -200,7 +212,7 @@ class _Behaviour:
         return log_q
 
 
-def _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, device):
+def _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, distinct, device):
     packed = layout == "packed"
     states = env.initial_states(batch_size, device)
     start = env.initial_states(1, device)
@@ -227,19 +239,25 @@ def _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, de
         else:
             parents = torch.where(active[:, None], states, start)
             step_noise = noise[t]
-        # Every trajectory starts at s0: the first step runs the policy on one copy of it.
-        policy_states = start if t == 0 else parents
+        # The policy runs on the step's distinct states, `source` giving each trajectory's:
+        # every trajectory starts at s0, so the first step runs it on one copy of it.
+        found = distinct_rows(env, parents) if distinct and t else None
+        if t == 0:
+            policy_states, source = start, parents.new_zeros(parents.shape[0])
+        else:
+            policy_states, source = found if found is not None else (parents, None)
         mask = env.forward_mask(policy_states)
         output = forward(env.features(policy_states))
         logits = torch.where(mask, output.float(), forbidden)  # (no_grad: no graph)
         if behaviour.off_policy:
-            log_q = behaviour.log_probs(logits, mask).expand(parents.shape[0], -1)
+            log_q = _per_row(behaviour.log_probs(logits, mask), source)
             action = (log_q + step_noise).argmax(-1)
             step_log_q = log_q.gather(1, action[:, None]).view(-1)
         else:
-            action = (logits + step_noise).argmax(-1)
+            action = (_per_row(logits, source) + step_noise).argmax(-1)
         children = env.step(parents, action)
-        record.add(rows, parents, action, children, forward.kept(output, parents.shape[0]))
+        kept = forward.kept(output, source)
+        record.add(rows, parents, action, children, kept, output.shape[0], source)
         if packed:
             if log_behavior is not None:
                 log_behavior.index_add_(0, rows, step_log_q)
@@ -281,7 +299,9 @@ def _rollout_continuous(env, policy, batch_size, generator, layout, forward, dev
             output.detach().expand(batch_size, -1), features.expand(batch_size, -1), generator
         )
         children = env.step(states, values)
-        record.add(None, states, values, children, forward.kept(output, batch_size))
+        source = states.new_zeros(batch_size, dtype=torch.int64) if t == 0 else None
+        kept = forward.kept(output, source)
+        record.add(None, states, values, children, kept, output.shape[0], source)
         states = children
     lengths = torch.full((batch_size,), env.max_length, dtype=torch.int64, device=device)
     order = record.order(None)
@@ -306,6 +326,8 @@ class _Record:
     def __init__(self):
         self.rows, self.parents, self.actions, self.children, self.outputs = [], [], [], [], []
         self.active = []  # padded: [B] whether each row was running, per step
+        self.policy_rows = 0  # rows the policy ran on, over the steps so far
+        self.source_rows = []  # per step: [n] each moved row's row of the policy's (overall)
 
     def lengths(self, batch_size: int, device) -> torch.Tensor:
         """[B] int64 steps per trajectory of a discrete rollout, counted once at the end."""
@@ -313,24 +335,30 @@ class _Record:
             return torch.stack(self.active).sum(0)
         return torch.bincount(self.moved().to(device), minlength=batch_size)
 
-    def first_step_rows(self) -> int:
-        """How many trajectories the first step moved (all from s0)."""
-        return self.parents[0].shape[0] if self.parents else 0
-
     def moved(self) -> torch.Tensor:
         """Packed: [N] the trajectory of every recorded row, in recording order."""
         if self.rows and self.rows[0] is not None:
             return torch.cat(self.rows)
         return torch.zeros(0, dtype=torch.int64)
 
-    def add(self, rows, parents, actions, children, output) -> None:
-        """One step: `rows` [n] the trajectories it moved (None: all B, in order)."""
+    def add(self, rows, parents, actions, children, output, policy_rows, source) -> None:
+        """One step: `rows` [n] the trajectories it moved (None: all B, in order), `output`
+        the kept graph's rows or None; the policy ran on `policy_rows` rows, and `source`
+        [n] gives each moved trajectory's (None: one each, in order)."""
         self.rows.append(rows)
         self.parents.append(parents)
         self.actions.append(actions)
         self.children.append(children)
         if output is not None:
             self.outputs.append(output)
+        start, self.policy_rows = self.policy_rows, self.policy_rows + policy_rows
+        if source is None:
+            source = torch.arange(policy_rows, device=parents.device)
+        self.source_rows.append(source + start)
+
+    def sources(self) -> torch.Tensor:
+        """[M] each recorded row's row of the policy's, over all steps, in recording order."""
+        return torch.cat(self.source_rows)
 
     def order(self, offsets: torch.Tensor | None) -> torch.Tensor:
         """[M] for each row of the rollout, trajectory-major, its recorded row. With

@@ -28,13 +28,15 @@ def sample_trajectories(
     layout: str = "packed",
     keep_graph: bool = False,
     record_activations: bool = False,
+    distinct_states: bool = False,
     device: torch.device | str | None = None,
 ) -> TrajectoryBatch:
     """Roll out `batch_size` trajectories without autograd, then score them in one batched
     pass: `score(env, policy, rollout(env, policy, batch_size, ...))`.
 
     Args: those of `rollout.rollout` (layout "packed" or "padded"; record_activations and
-        keep_graph reuse the rollout's forward of p_F instead of running it again).
+        keep_graph reuse the rollout's forward of p_F instead of running it again;
+        distinct_states runs the networks once per distinct state, in both passes).
 
     Returns:
         A `TrajectoryBatch` with differentiable per-trajectory log_pf (and log_pb);
@@ -53,9 +55,10 @@ def sample_trajectories(
         layout=layout,
         keep_graph=keep_graph,
         record_activations=record_activations,
+        distinct_states=distinct_states,
         device=device,
     )
-    return score(env, policy, sampled)
+    return score(env, policy, sampled, distinct_states=distinct_states)
 
 
 def _masked_log_softmax(logits, mask):

@@ -4,7 +4,8 @@ One forward of p_F over every recorded parent state (skipped when the rollout ke
 graph of its per-step outputs), one of p_B over every child state when p_B is learned, and
 the per-trajectory sums through the library's fused `gf.logprob_from_logits` (discrete
 actions) or `gf.segment_logprob` (continuous densities, uniform p_B), in the rollout's
-layout. Then the loss and one backward.
+layout. Then the loss and one backward. With `distinct_states`, each network runs once
+per distinct state of the batch (`distinct`).
 
 Under bf16 autocast only the networks run in bf16: their outputs are cast to float32
 before the log-softmax, so log-probabilities, their sums and the loss are float32.
@@ -12,12 +13,14 @@ before the log-softmax, so log-probabilities, their sums and the loss are float3
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 
 import gfn_fast as gf
 from gfn_fast import ops
+from gfn_fast.train.distinct import run_on_distinct
 from gfn_fast.train.envs.base import ContinuousEnv, DiscreteEnv
 from gfn_fast.train.precision import run_network
 from gfn_fast.train.recorded_mlp import recordable, run_recorded
@@ -58,6 +61,7 @@ def score(
     rollout: Rollout,
     *,
     validate: bool = True,
+    distinct_states: bool = False,
 ) -> TrajectoryBatch:
     """Differentiable per-trajectory log p_F and log p_B of `rollout` (see the module
     docstring), under the policy's current parameters.
@@ -67,16 +71,20 @@ def score(
             tensors, a host sync on GPU tensors). False calls `gfn_fast.ops` directly, for
             rollouts the trainer has just produced: their layout and actions are valid by
             construction, and the checks cost ~0.3 ms a step.
+        distinct_states: run p_F (where the rollout's outputs are not reused) and a learned
+            p_B once per distinct state of the batch (discrete envs; see `distinct`).
     """
     outputs, continuous = rollout.outputs, env.action_space == "continuous"
-    features = env.features(rollout.parents) if outputs is None or continuous else None
-    if outputs is None:
-        outputs = run_network(policy, features)
     if continuous:
+        features = env.features(rollout.parents)
+        outputs = run_network(policy, features) if outputs is None else outputs
         per_step = policy.log_prob_of(outputs, features, rollout.actions)
         log_pf = _segment_sum(rollout, per_step, validate)
         log_pb = None
     else:
+        if outputs is None:
+            run = functools.partial(run_network, policy)
+            outputs = run_on_distinct(env, rollout.parents, run, distinct_states)
         log_pf = _logprob(
             rollout,
             outputs.float(),
@@ -85,7 +93,7 @@ def score(
             rollout.offsets,
             validate,
         )
-        log_pb = _log_pb(env, policy, rollout, validate)
+        log_pb = _log_pb(env, policy, rollout, validate, distinct_states)
     return TrajectoryBatch(
         log_pf=log_pf,
         log_pb=log_pb,
@@ -96,7 +104,7 @@ def score(
     )
 
 
-def _log_pb(env, policy, rollout, validate) -> torch.Tensor | None:
+def _log_pb(env, policy, rollout, validate, distinct) -> torch.Tensor | None:
     """[B] log p_B(tau | x): learned (one forward over the children), uniform over parents
     (a constant), or None for trees.
 
@@ -120,11 +128,12 @@ def _log_pb(env, policy, rollout, validate) -> torch.Tensor | None:
         parents, actions, children, mask = (
             rows.index_select(0, kept) for rows in (parents, actions, children, mask)
         )
-    network, features = getattr(policy, "backward_mlp", None), env.features(children)
+    network = getattr(policy, "backward_mlp", None)
     if recordable(network):
-        logits = run_recorded(network, features).float()
+        run = functools.partial(run_recorded, network)
     else:
-        logits = run_network(policy.backward_logits, features).float()
+        run = functools.partial(run_network, policy.backward_logits)
+    logits = run_on_distinct(env, children, run, distinct).float()
     taken = env.backward_action(parents, actions)
     return _logprob(rollout, logits, taken, mask, offsets, validate)
 

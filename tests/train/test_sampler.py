@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import gfn_fast as gf
-from gfn_fast.train import envs, recorded_mlp
+from gfn_fast.train import envs, recorded_mlp, scoring
+from gfn_fast.train.distinct import distinct_rows
 from gfn_fast.train.policies import make_policy
 from gfn_fast.train.rollout import concatenate, rollout
 from gfn_fast.train.sampler import continuous_log_pt, sample_trajectories
@@ -101,11 +102,15 @@ def _objective_settings():
 
 
 # How the batched pass gets p_F's outputs: a second forward, the recorded activations, or
-# the graph kept by the rollout (the reference the others must match).
+# the graph kept by the rollout (the reference the others must match); each also with the
+# networks run once per distinct state.
 _FORWARDS = {
     "batched": {},
     "recorded": {"record_activations": True},
     "kept": {"keep_graph": True},
+    "batched_distinct": {"distinct_states": True},
+    "recorded_distinct": {"record_activations": True, "distinct_states": True},
+    "kept_distinct": {"keep_graph": True, "distinct_states": True},
 }
 
 
@@ -123,7 +128,7 @@ def test_batched_pass_gives_the_gradient_of_the_graph_keeping_rollout(
         batch = sample_trajectories(
             env, policy, 16, generator=generator, layout=layout, **forward, **options
         )
-        assert (batch.rollout.outputs is not None) == (name != "batched")
+        assert (batch.rollout.outputs is not None) == (not name.startswith("batched"))
         log_z = torch.zeros((), requires_grad=True) if objective in ("tb", "tsallis") else None
         loss, _ = gf.divergence_loss(
             objective,
@@ -295,28 +300,29 @@ def test_rollouts_in_parts_give_the_batched_gradient(name, preset, options, layo
     _assert_like_the_batched_pass(gradients, atol=1e-6)
 
 
-def test_recorder_outputs_with_shared_rows_backpropagate_as_the_network():
-    """MLPRecorder called directly: one recorded row standing for the first 4 outputs."""
+def test_recorder_outputs_gathered_with_repeats_backpropagate_as_the_network():
+    """MLPRecorder called directly: 7 rows recorded in two calls, gathered in another order
+    with some rows repeated and one left out (as a rollout's distinct states are)."""
     torch.manual_seed(0)
     network = torch.nn.Sequential(
         torch.nn.Linear(5, 8), torch.nn.LeakyReLU(), torch.nn.Linear(8, 3)
     )
-    first, rest = torch.randn(1, 5), torch.randn(6, 5)
+    features = torch.randn(7, 5)
     with torch.no_grad():
         recorder = recorded_mlp.MLPRecorder(network, 7)
-        recorder(first)
-        recorder(rest)
-    weights = torch.randn(10, 3)
-    recorded = (weights * recorder.outputs(shared=4)).sum()
-    plain = (weights * network(torch.cat([first.expand(4, -1), rest]))).sum()
+        recorder(features[:2])
+        recorder(features[2:])
+    index = torch.tensor([0, 0, 0, 0, 6, 2, 3, 3, 1, 5])  # row 4 unused
+    weights = torch.randn(index.shape[0], 3)
+    recorded = recorder.outputs(index)
+    torch.testing.assert_close(recorded, network(features)[index])
+    plain = (weights * network(features[index])).sum()
     for a, b in zip(
-        torch.autograd.grad(recorded, list(network.parameters())),
+        torch.autograd.grad((weights * recorded).sum(), list(network.parameters())),
         torch.autograd.grad(plain, list(network.parameters())),
         strict=True,
     ):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="order: expected 10 positions"):
-        recorder.outputs(torch.arange(7), shared=4)
 
 
 def test_a_packed_rollout_rejects_an_env_whose_initial_state_is_terminal(monkeypatch):
@@ -432,3 +438,49 @@ def test_sampler_rejects_bad_options():
     with pytest.raises(ValueError, match="discrete envs only"):
         sample_trajectories(gmm, make_policy(gmm), 4, epsilon=0.1)
     assert math.isfinite(float(sample_trajectories(env, policy, 4).log_reward.sum()))
+
+
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+def test_distinct_states_run_the_networks_once_per_distinct_state(layout, monkeypatch):
+    """Rows the networks see: in the rollout, the distinct parents of each step (s0 once);
+    in the batched pass, the batch's distinct parents (p_F) and children (p_B, through
+    its recorded MLP). Counted from the sampled batch, independently of how the sampler
+    finds them."""
+    env = envs.make("hypergrid", None)
+    policy = _policy(env, learn_pb=True)
+    seen = {"forward": [], "backward": []}
+    policy.forward_mlp.register_forward_pre_hook(lambda _, args: seen["forward"].append(args[0]))
+    run_recorded = scoring.run_recorded
+
+    def spy(network, features):
+        seen["backward"].append(features)
+        return run_recorded(network, features)
+
+    monkeypatch.setattr(scoring, "run_recorded", spy)
+    sampled = _rollout(env, policy, batch_size=64, layout=layout, distinct_states=True)
+    steps = torch.arange(env.max_length).repeat(64)  # padded rows: trajectory-major
+    if layout == "packed":
+        steps = torch.cat([torch.arange(int(n)) for n in sampled.lengths])
+    codes = env.state_code(sampled.parents)
+    per_step = [codes[steps == t].unique().numel() for t in range(int(steps.max()) + 1)]
+    assert [rows.shape[0] for rows in seen["forward"]] == per_step
+    assert per_step[0] == 1 and sum(per_step) < sampled.parents.shape[0] / 4
+    seen["forward"].clear()
+    score(env, policy, sampled, distinct_states=True)
+    assert [rows.shape[0] for rows in seen["forward"]] == [codes.unique().numel()]
+    children = sampled.children[env.backward_mask(sampled.children).sum(-1) > 1]
+    if layout == "padded":  # the padded pass keeps every row
+        children = sampled.children
+    assert [rows.shape[0] for rows in seen["backward"]] == [
+        env.state_code(children).unique().numel()
+    ]
+
+
+def test_distinct_rows_leaves_rows_as_they_are_without_repeats_or_exact_codes(monkeypatch):
+    env = envs.make("hypergrid", None)
+    states = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0]])
+    distinct, inverse = distinct_rows(env, states)
+    assert torch.equal(distinct[inverse], states) and distinct.shape[0] == 3
+    assert distinct_rows(env, states[:3]) is None  # no repeats: nothing to gather
+    monkeypatch.setattr(env, "state_radix", (2**32,) * 3)  # codes would wrap around
+    assert not env.state_codes_exact and distinct_rows(env, states) is None

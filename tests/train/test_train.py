@@ -77,6 +77,9 @@ def test_resolve_fills_defaults_and_rejects_bad_settings():
     assert resolve(TrainConfig()).record_activations is True
     with pytest.raises(ValueError, match="record_activations"):
         resolve(TrainConfig(record_activations="yes"))
+    assert resolve(TrainConfig()).distinct_states is True  # (CUDA: off, no host syncs)
+    with pytest.raises(ValueError, match="distinct_states: expected True or False"):
+        resolve(TrainConfig(distinct_states=1))
 
 
 def test_the_trainer_keeps_freed_memory_on_glibc():

@@ -8,6 +8,9 @@ the exact terminal distribution is a level-by-level dynamic programme (see metri
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 
 
@@ -90,12 +93,18 @@ class DiscreteEnv:
         """max_x log R(x), by enumeration unless a subclass knows it in closed form."""
         return float(self.log_reward(self.terminal_states()).max())
 
+    @property
+    def state_codes_exact(self) -> bool:
+        """Whether `state_code` is exact: the product of `state_radix` fits in int64."""
+        return math.prod(self.state_radix) < 2**63
+
     def state_code(self, states: torch.Tensor) -> torch.Tensor:
-        """[B] int64 code, equal for equal states and distinct otherwise."""
-        code = torch.zeros(states.shape[0], dtype=torch.int64, device=states.device)
-        for column, radix in enumerate(self.state_radix):
-            code = code * radix + states[:, column]
-        return code
+        """[B] int64 code, equal for equal states and distinct otherwise (where
+        `state_codes_exact`; larger state spaces would wrap around)."""
+        places = _place_values(self.state_radix, states.device)
+        if states.device.type == "cpu":  # one int64 matrix-vector product: 4x faster
+            return states.mv(places)
+        return (states * places).sum(-1)  # (CUDA has no int64 matmul)
 
     def log_pb_uniform(self, states: torch.Tensor) -> torch.Tensor:
         """[B] log of the uniform backward probability into `states`: -log(#parents)."""
@@ -134,6 +143,13 @@ class DiscreteEnv:
                 "enumerate, and its log Z has no closed form"
             )
         return float(torch.logsumexp(self.log_reward(self.terminal_states()).double(), 0))
+
+
+@functools.cache
+def _place_values(radix: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """[W] the weight of each state column in `state_code` (mixed radix, last column 1)."""
+    places = [math.prod(radix[column + 1 :]) for column in range(len(radix))]
+    return torch.tensor(places, dtype=torch.int64, device=device)
 
 
 def unique_states(env: DiscreteEnv, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,6 +38,10 @@ class TrainConfig:
         and backpropagate through them in the batched pass, instead of the batched forward
         or the kept graph (same estimator, same samples). None: on (measured faster than
         both at batch 128 and 1024, README "Benchmarks").
+    distinct_states: run the policy networks once per distinct state of a rollout step
+        and of a batch, not once per visit (same estimator, same samples; see
+        `gfn_fast.train.distinct`). None: on on CPU, off on CUDA (finding the distinct
+        states is a host sync per step, which the padded CUDA rollout avoids).
     precision: "fp32", or "bf16" (autocast of the policy networks; log-softmax and the loss
         stay float32).
     compile: torch.compile the policy networks and the loss with `compile_backend`.
@@ -75,6 +79,7 @@ class TrainConfig:
     layout: str | None = None
     keep_graph: bool | None = None
     record_activations: bool | None = None
+    distinct_states: bool | None = None
     precision: str = "fp32"
     threads: int = 1
     device: str = "cpu"
@@ -105,6 +110,7 @@ RESUMABLE_CHANGES = (
     "compile_backend",
     "keep_graph",
     "record_activations",
+    "distinct_states",
 )
 
 # The batch size from which the graph-keeping rollout measured faster in fp32 (1.1x at 1024,
@@ -117,7 +123,7 @@ SEED_LIMIT = 2**32
 _POSITIVE_INTS = ("steps", "batch_size", "eval_every", "threads", "nproc", "hidden", "layers")
 _POSITIVE_INTS += ("js_samples", "mc_backward_samples")
 _POSITIVE_FLOATS = ("lr", "lr_log_z")
-_OPTIONAL_BOOLS = ("keep_graph", "record_activations")
+_OPTIONAL_BOOLS = ("keep_graph", "record_activations", "distinct_states")
 _STRINGS = ("env", "objective", "control_variate", "normalization", "layout", "device")
 _STRINGS += ("compile_backend", "precision")
 
@@ -155,6 +161,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
         config = replace(config, keep_graph=fp32 and large)
     if config.record_activations is None:
         config = replace(config, record_activations=True)
+    if config.distinct_states is None:
+        config = replace(config, distinct_states=not _is_cuda(config.device))
     _check_types(config)
     for name in _POSITIVE_INTS:
         if getattr(config, name) < 1:

@@ -169,13 +169,20 @@ class Trainer:
                         layout=config.layout,
                         keep_graph=config.keep_graph,
                         record_activations=config.record_activations,
+                        distinct_states=config.distinct_states,
                         device=self.device,
                     )
                     for shard, generator in zip(self.shards.shards, self.generators, strict=True)
                 ]
             )
             # The rollout's layout and actions are valid by construction: no index checks.
-            batch = score(self.env, self.policy, sampled, validate=False)
+            batch = score(
+                self.env,
+                self.policy,
+                sampled,
+                validate=False,
+                distinct_states=config.distinct_states,
+            )
         inputs = batch.loss_inputs()
         if config.objective == "tb":
             inputs["log_behavior"] = None  # TB's gradient is valid for any sampler
