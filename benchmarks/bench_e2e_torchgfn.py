@@ -5,8 +5,9 @@ of 256 with LeakyReLU on both sides (torchgfn's MLP with activation_fn="leaky_re
 separate p_F and p_B MLPs. Same batch size, Adam with the same constant learning rates
 (policy lr, log Z lr_log_z), TB on-policy, one thread. For each batch size and seed, every
 implementation -- torchgfn's TBGFlowNet, and gfn_fast's Trainer in each --variants entry
-(fp32 and bf16 with the recorded activations of the rollout; fp32 with a second forward;
-fp32 and bf16 keeping the rollout's graph) -- trains in alternating rounds of
+(fp32 and bf16 as the trainer's defaults: networks run once per distinct state, with the
+recorded activations of the rollout; then, on every visited state, with the recorded
+activations, with a second forward, and keeping the rollout's graph) -- trains in alternating rounds of
 --eval-every steps until the exact L1 between p_T and R/Z drops below --target, so that
 the machine's noise falls on all of them alike. Recorded per run:
 
@@ -15,7 +16,9 @@ the machine's noise falls on all of them alike. Recorded per run:
   is evaluated off the clock on both sides;
 - the compute floor, measured in every round on the states of a fresh batch of the
   gfn_fast run: the forward and backward of the p_F and p_B MLPs over those states (fp32,
-  and bf16 under autocast), and each run's step time over it;
+  and bf16 under autocast), and each run's step time over it; and the same over the
+  batch's distinct states only (the "distinct floor"), for the variants that run the
+  networks once per distinct state;
 - with --final-steps K, fp32 and bf16 train K steps each (alternating) and report the
   final exact L1 per seed: whether bf16 holds the L1.
 
@@ -52,6 +55,7 @@ from gfn.utils.modules import MLP
 import gfn_fast as gf
 from gfn_fast.integrations.torchgfn_exact import exact_l1
 from gfn_fast.train import metrics
+from gfn_fast.train.envs.base import unique_states
 from gfn_fast.train.rollout import rollout
 from gfn_fast.train.trainer import TrainConfig, Trainer
 from gfn_fast.train.trainer.collector import long_lived_frozen
@@ -85,6 +89,7 @@ class TorchgfnRun:
     """torchgfn's own TB training loop (its on-policy fast path: saved log-probs)."""
 
     impl = "torchgfn"
+    distinct_states = False
 
     def __init__(self, seed: int, batch_size: int, args: argparse.Namespace):
         torch.manual_seed(seed)
@@ -159,6 +164,7 @@ class GfnFastRun:
             **VARIANTS[variant],
         )
         self.trainer = Trainer(config)
+        self.distinct_states = self.trainer.config.distinct_states
 
     def step(self) -> None:
         self.trainer.train_step()
@@ -168,13 +174,20 @@ class GfnFastRun:
             return metrics.exact_l1(self.trainer.env, self.trainer.policy)
 
 
-def floor_ms(trainer: Trainer, precision: str, repeats: int = 3) -> tuple[float, int]:
+def floor_ms(
+    trainer: Trainer, precision: str, distinct: bool = False, repeats: int = 3
+) -> tuple[float, int]:
     """(median ms, N) of the forward and backward of p_F and p_B over the N states of a
-    fresh batch of `trainer`'s policy: the work no implementation can avoid."""
+    fresh batch of `trainer`'s policy: the work that no implementation running the networks
+    on every visited state can avoid. `distinct`: over the batch's distinct parents and
+    children only, the work left to one that runs them once per distinct state."""
     policy, env = trainer.policy, trainer.env
     with torch.no_grad():
         sampled = rollout(env, policy, trainer.config.batch_size, generator=torch.Generator())
-    parents, children = env.features(sampled.parents), env.features(sampled.children)
+    parents, children = sampled.parents, sampled.children
+    if distinct:
+        parents, children = unique_states(env, parents)[0], unique_states(env, children)[0]
+    parents, children = env.features(parents), env.features(children)
     times = []
     for _ in range(repeats + 1):  # the first one builds bf16 kernels for this shape
         started = time.perf_counter()
@@ -193,8 +206,10 @@ def race(runs: list, args: argparse.Namespace) -> list[dict]:
         {"steps": [], "seconds": 0.0, "reached": None, "l1": run.exact_l1(), "ratio": []}
         for run in runs
     ]
+    for record in state:
+        record["distinct_ratio"] = []
     reference = next(run for run in runs if run.impl != "torchgfn").trainer
-    floors = {"fp32": [], "bf16": []}
+    floors = {name: [] for name in ("fp32", "bf16", "fp32_distinct", "bf16_distinct")}
     for round_index in range(args.max_steps // args.eval_every):
         pending = [i for i, s in enumerate(state) if s["reached"] is None]
         if not pending or all(state[i]["seconds"] > args.max_seconds for i in pending):
@@ -214,11 +229,15 @@ def race(runs: list, args: argparse.Namespace) -> list[dict]:
             record["l1"] = run.exact_l1()
             if record["l1"] < args.target:
                 record["reached"] = {"steps": len(record["steps"]), "seconds": record["seconds"]}
-        for precision in floors:
-            floors[precision].append(floor_ms(reference, precision))
+        for name in floors:
+            precision = name.split("_")[0]
+            floors[name].append(floor_ms(reference, precision, name.endswith("distinct")))
         for i, step in round_steps.items():
             precision = "bf16" if "bf16" in runs[i].impl else "fp32"
             state[i]["ratio"].append(1e3 * step / floors[precision][-1][0])
+            if runs[i].distinct_states:
+                floor = floors[f"{precision}_distinct"][-1][0]
+                state[i]["distinct_ratio"].append(1e3 * step / floor)
     results = []
     for run, record in zip(runs, state, strict=True):
         median_step = statistics.median(record["steps"])
@@ -235,6 +254,8 @@ def race(runs: list, args: argparse.Namespace) -> list[dict]:
                 "step_vs_floor": statistics.median(record["ratio"]),
             }
         )
+        if record["distinct_ratio"]:
+            results[-1]["step_vs_distinct_floor"] = statistics.median(record["distinct_ratio"])
     for precision, values in floors.items():
         results.append(
             {
@@ -298,6 +319,8 @@ def summarise(batch_size: int, impl: str, seeds: list[dict], args) -> dict:
     row["trajectories_per_s"] = _spread([s["trajectories_per_s"] for s in seeds])
     row["seconds_to_target"] = None if None in reached else _spread(reached)
     row["step_vs_floor"] = _spread([s["step_vs_floor"] for s in seeds])
+    if "step_vs_distinct_floor" in seeds[0]:
+        row["step_vs_distinct_floor"] = _spread([s["step_vs_distinct_floor"] for s in seeds])
     return row
 
 
@@ -310,6 +333,9 @@ def ratios(rows: list[dict]) -> dict[str, float]:
         if row["impl"].startswith("floor"):
             continue
         out[f"{BENCH}_b{batch}_step_vs_floor/{row['impl']}"] = row["step_vs_floor"]["median"]
+        if "step_vs_distinct_floor" in row:
+            distinct = row["step_vs_distinct_floor"]["median"]
+            out[f"{BENCH}_b{batch}_step_vs_distinct_floor/{row['impl']}"] = distinct
         if row["impl"] == "torchgfn":
             continue
         baseline = next(r for r in rows if r["impl"] == "torchgfn" and r["shape"]["batch"] == batch)

@@ -84,22 +84,24 @@ def _spread(value) -> str:
 
 
 def _training_table(result: dict) -> list[str]:
-    """End-to-end training rows (trajectories/s, seconds to target, step / floor over
-    seeds), and the final L1 per seed, where a result file has them."""
+    """End-to-end training rows (trajectories/s, seconds to target, step / floor and step /
+    distinct floor over seeds), and the final L1 per seed, where a result file has them."""
     rows = [row for row in result["rows"] if "trajectories_per_s" in row]
     lines = []
     if rows:
         lines += [
             "",
-            "| batch | impl | trajectories/s | s to target L1 | step / floor |",
-            "|---:|---|---:|---:|---:|",
+            "| batch | impl | trajectories/s | s to target L1 | step / floor | "
+            "step / distinct floor |",
+            "|---:|---|---:|---:|---:|---:|",
         ]
         for row in rows:
             lines.append(
                 f"| {row['shape'].get('batch', '-')} | {row['impl']} | "
                 f"{_spread(row['trajectories_per_s'])} | "
                 f"{_spread(row.get('seconds_to_target'))} | "
-                f"{_spread(row.get('step_vs_floor'))} |"
+                f"{_spread(row.get('step_vs_floor'))} | "
+                f"{_spread(row.get('step_vs_distinct_floor'))} |"
             )
     for batch, seeds in result.get("final_l1", {}).items():
         impls = [key for key in seeds[0] if key not in ("seed", "steps")]
