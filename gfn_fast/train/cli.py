@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import platform
+import re
 import sys
 import tempfile
 from dataclasses import fields, replace
@@ -67,8 +68,26 @@ def _user_errors():
     of a command runs under it: an error during training is a bug, with its traceback."""
     try:
         yield
-    except (ValueError, OSError) as error:
+    except ValueError as error:
+        raise UsageError(_as_flags(str(error))) from None
+    except OSError as error:
         raise UsageError(str(error)) from None
+
+
+def _as_flags(message: str) -> str:
+    """A settings check's message in the command's terms: the field names it starts with,
+    and its name=value hints, as flags ("batch_size: ..." -> "--batch-size: ...", 'use
+    control_variate="none"' -> "use --cv none")."""
+    head, colon, rest = message.partition(": ")
+    names = head.split(", ")
+    if colon and all(name in _FIELDS for name in names):
+        message = ", ".join(map(_flag, names)) + colon + rest
+
+    def hint(match: re.Match) -> str:
+        name, value = match[1], match[3]
+        return f"{_flag(name)} {value}" if name in _FIELDS - _SWITCHES else match[0]
+
+    return re.sub(r'\b([a-z_]+)=("?)([^\s",;)]+)\2', hint, message)
 
 
 def _default(name: str) -> str:
@@ -242,6 +261,14 @@ _FLAG_OF = {
 }
 
 
+# The names a settings check may use for what the user gave: TrainConfig's fields, and
+# compare's own options; the switches among them take no value.
+_FIELDS = frozenset(field.name for field in fields(TrainConfig)) | {"objectives", "seeds"}
+_SWITCHES = frozenset(
+    field.name for field in fields(TrainConfig) if field.type in ("bool", "bool | None")
+)
+
+
 def _flag(name: str) -> str:
     return _FLAG_OF.get(name, "--" + name.replace("_", "-"))
 
@@ -377,6 +404,11 @@ def _compare(args: argparse.Namespace) -> int:
         out = _prepare_out(args.out, args.overwrite)
         first = runs[0].config
         _notify(_evaluation_notice(first))
+        if "tb" in objectives and args.control_variate not in (None, "none"):
+            _notify(
+                f"--cv {args.control_variate} applies to the divergence objectives; tb "
+                "trains with its classic estimator (--cv none)"
+            )
         plotting = _matplotlib_available()
         if not plotting:
             _notify(

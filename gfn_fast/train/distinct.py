@@ -21,7 +21,9 @@ import torch
 from gfn_fast.train.envs.base import DiscreteEnv, unique_states
 
 
-def distinct_rows(env: DiscreteEnv, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def distinct_rows(
+    env: DiscreteEnv, states: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(distinct [k, W], inverse [n]): the distinct rows of `states` [n, W] and each row's
     index among them (states == distinct[inverse]); None where every row is distinct or
     the env's state codes are not exact (one host sync: k is data-dependent)."""

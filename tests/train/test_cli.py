@@ -50,60 +50,70 @@ CUDA_MISSING = pytest.mark.skipif(torch.cuda.is_available(), reason="this machin
 
 # (arguments after "train", fragments the error line must contain)
 TRAIN_MISTAKES = [
-    pytest.param(["--lr", "-1"], ["lr: expected a finite number > 0", "-1"], id="lr-negative"),
-    pytest.param(["--lr", "nan"], ["lr: expected a finite real number"], id="lr-nan"),
+    pytest.param(["--lr", "-1"], ["--lr: expected a finite number > 0", "-1"], id="lr-negative"),
+    pytest.param(["--lr", "nan"], ["--lr: expected a finite real number"], id="lr-nan"),
     pytest.param(
-        ["--lr-log-z", "0"], ["lr_log_z: expected a finite number > 0"], id="lr-log-z-zero"
+        ["--lr-log-z", "0"], ["--lr-log-z: expected a finite number > 0"], id="lr-log-z-zero"
     ),
-    pytest.param(["--lr-decay-power", "-1"], ["lr_decay_power"], id="lr-decay-negative"),
-    pytest.param(["--steps", "0"], ["steps: expected >= 1"], id="steps-zero"),
+    pytest.param(
+        ["--lr-decay-power", "-1"],
+        ["--lr-decay-power: expected a finite number >= 0"],
+        id="lr-decay-negative",
+    ),
+    pytest.param(["--steps", "0"], ["--steps: expected >= 1"], id="steps-zero"),
     pytest.param(
         ["--steps", "ten"], ["--steps: invalid int value: 'ten'"], id="steps-not-a-number"
     ),
-    pytest.param(["--batch-size", "0"], ["batch_size: expected >= 1"], id="batch-size-zero"),
-    pytest.param(["--hidden", "0"], ["hidden: expected >= 1"], id="hidden-zero"),
-    pytest.param(["--layers", "0"], ["layers: expected >= 1"], id="layers-zero"),
-    pytest.param(["--eval-every", "0"], ["eval_every: expected >= 1"], id="eval-every-zero"),
-    pytest.param(["--threads", "0"], ["threads: expected >= 1"], id="threads-zero"),
+    pytest.param(["--batch-size", "0"], ["--batch-size: expected >= 1"], id="batch-size-zero"),
+    pytest.param(["--hidden", "0"], ["--hidden: expected >= 1"], id="hidden-zero"),
+    pytest.param(["--layers", "0"], ["--layers: expected >= 1"], id="layers-zero"),
+    pytest.param(["--eval-every", "0"], ["--eval-every: expected >= 1"], id="eval-every-zero"),
+    pytest.param(["--threads", "0"], ["--threads: expected >= 1"], id="threads-zero"),
     pytest.param(
-        ["--env", "gmm", "--js-samples", "0"], ["js_samples: expected >= 1"], id="js-samples-zero"
+        ["--env", "gmm", "--js-samples", "0"], ["--js-samples: expected >= 1"], id="js-samples-zero"
     ),
-    pytest.param(["--mc-samples", "1"], ["mc_samples: expected >= 2"], id="mc-samples-one"),
-    pytest.param(["--seed", "-1"], ["seed: expected an integer in [0, 2**32)"], id="seed-negative"),
+    pytest.param(["--mc-samples", "1"], ["--mc-samples: expected >= 2"], id="mc-samples-one"),
     pytest.param(
-        ["--objective", "renyi", "--alpha", "inf"], ["alpha: expected a finite"], id="alpha-inf"
+        ["--seed", "-1"], ["--seed: expected an integer in [0, 2**32)"], id="seed-negative"
+    ),
+    pytest.param(
+        ["--objective", "renyi", "--alpha", "inf"], ["--alpha: expected a finite"], id="alpha-inf"
     ),
     pytest.param(
         ["--objective", "renyi", "--normalization", "paper", "--alpha", "-1"],
-        ['normalization="paper" needs alpha > 0'],
+        ["--normalization paper needs alpha > 0"],
         id="paper-normalisation-alpha-negative",
     ),
-    pytest.param(["--epsilon", "2"], ["epsilon: expected in [0, 1]"], id="epsilon-above-one"),
+    pytest.param(["--epsilon", "2"], ["--epsilon: expected in [0, 1]"], id="epsilon-above-one"),
     pytest.param(
-        ["--temperature", "0"], ["temperature: expected a finite number > 0"], id="temperature-zero"
+        ["--temperature", "0"],
+        ["--temperature: expected a finite number > 0"],
+        id="temperature-zero",
     ),
     pytest.param(
         ["--objective", "tb", "--cv", "loo", "--epsilon", "0.1"],
-        ["only on-policy"],
+        ['--cv: "loo" for tb is unbiased only on-policy', "use --cv none"],
         id="tb-loo-off-policy",
     ),
     pytest.param(
         ["--env", "gmm", "--epsilon", "0.1"], ["discrete envs only"], id="off-policy-continuous"
     ),
     pytest.param(
-        ["--deep-set"], ["deep_set: needs membership features"], id="deep-set-on-hypergrid"
+        ["--deep-set"], ["--deep-set: needs membership features"], id="deep-set-on-hypergrid"
     ),
     pytest.param(
         ["--env", "sequences", "--learn-pb"],
-        ["learn_pb: Sequences is a tree"],
+        ["--learn-pb: Sequences is a tree"],
         id="learn-pb-on-a-tree",
     ),
     pytest.param(
-        ["--env", "banana", "--learn-pb"], ["learn_pb: Banana is a tree"], id="learn-pb-continuous"
+        ["--env", "banana", "--learn-pb"],
+        ["--learn-pb: Banana is a tree"],
+        id="learn-pb-continuous",
     ),
     pytest.param(["--env", "chess"], ["--env: invalid choice: 'chess'"], id="unknown-env"),
     pytest.param(
-        ["--env", "sets", "--preset", "huge"], ["preset: expected one of"], id="unknown-preset"
+        ["--env", "sets", "--preset", "huge"], ["--preset: expected one of"], id="unknown-preset"
     ),
     pytest.param(
         ["--objective", "kl"], ["--objective: invalid choice: 'kl'"], id="unknown-objective"
@@ -111,30 +121,30 @@ TRAIN_MISTAKES = [
     pytest.param(
         ["--learning-rate", "1"], ["unrecognized arguments: --learning-rate"], id="unknown-option"
     ),
-    pytest.param(["--nproc", "0"], ["nproc: expected >= 1"], id="nproc-zero"),
+    pytest.param(["--nproc", "0"], ["--nproc: expected >= 1"], id="nproc-zero"),
     pytest.param(
         ["--nproc", "3", "--batch-size", "2"],
-        ["batch_size: expected >= nproc"],
+        ["--batch-size: expected >= nproc"],
         id="nproc-above-batch",
     ),
     pytest.param(
         ["--compile", "--compile-backend", "nope"],
-        ["compile_backend: expected one of"],
+        ["--compile-backend: expected one of"],
         id="unknown-compile-backend",
     ),
     pytest.param(
-        ["--device", "gpu"], ['device: expected "cpu", "cuda"', "'gpu'"], id="unknown-device"
+        ["--device", "gpu"], ['--device: expected "cpu", "cuda"', "'gpu'"], id="unknown-device"
     ),
-    pytest.param(["--device", "meta"], ['device: expected "cpu", "cuda"'], id="device-meta"),
+    pytest.param(["--device", "meta"], ['--device: expected "cpu", "cuda"'], id="device-meta"),
     pytest.param(
         ["--device", "cuda"],
-        ["device: 'cuda' needs a GPU"],
+        ["--device: 'cuda' needs a GPU"],
         marks=CUDA_MISSING,
         id="cuda-without-cuda",
     ),
     pytest.param(
         ["--device", "cuda:1"],
-        ["device: 'cuda:1' needs a GPU"],
+        ["--device: 'cuda:1' needs a GPU"],
         marks=CUDA_MISSING,
         id="cuda-index-without-cuda",
     ),
@@ -172,13 +182,13 @@ def test_output_and_resume_path_mistakes(tmp_path, finished_run, capsys, no_trai
 def test_compare_mistakes_are_found_before_anything_trains(tmp_path, capsys, no_training):
     common = ["compare", "--out", str(tmp_path / "cmp"), *FAST]
     assert main([*common, "--objectives", "tb,renyi,kl"]) == 2
-    _one_error_line(capsys, "objectives: unknown 'kl'")
+    _one_error_line(capsys, "--objectives: unknown 'kl'")
     assert main([*common, "--objectives", "tb,tb"]) == 2
     _one_error_line(capsys, "'tb' given more than once")
     assert main([*common, "--objectives", ""]) == 2
-    _one_error_line(capsys, "objectives: unknown ''")
+    _one_error_line(capsys, "--objectives: unknown ''")
     assert main([*common, "--seeds", "0"]) == 2
-    _one_error_line(capsys, "seeds: expected an integer >= 1")
+    _one_error_line(capsys, "--seeds: expected an integer >= 1")
     (tmp_path / "file").write_text("x")
     assert main(["compare", "--out", str(tmp_path / "file"), *FAST]) == 2
     _one_error_line(capsys, "--out", "is a file, expected a directory")
@@ -190,7 +200,7 @@ def test_a_setting_refused_only_for_a_later_run_is_found_before_the_first_trains
     # "paper" normalisation with alpha < 0 is refused only for the renyi run, after tb's.
     args = ["--objectives", "tb,renyi", "--normalization", "paper", "--alpha", "-0.5"]
     assert main(["compare", "--out", str(tmp_path / "c"), *FAST, *args]) == 2
-    _one_error_line(capsys, 'normalization="paper" needs alpha > 0')
+    _one_error_line(capsys, "--normalization paper needs alpha > 0")
 
 
 def test_a_bug_during_training_keeps_its_traceback(monkeypatch, tmp_path):
@@ -240,7 +250,7 @@ def test_resume_refuses_flags_that_change_the_run_and_accepts_equal_ones(finishe
     assert main(["train", "--resume", checkpoint, "--lr", "0.5", "--objective", "renyi"]) == 2
     _one_error_line(capsys, "--lr 0.5", "--objective renyi", "keeps its checkpoint's settings")
     assert main(["train", "--resume", checkpoint, "--steps", "3"]) == 2
-    _one_error_line(capsys, "steps: expected at least the 4 steps")
+    _one_error_line(capsys, "--steps: expected at least the 4 steps")
     # Equal to the checkpoint's values: nothing changes, so nothing is refused.
     assert main(["train", "--resume", checkpoint, "--hidden", "8", "--env", "hypergrid"]) == 0
     assert "already complete" in capsys.readouterr().err
@@ -284,6 +294,17 @@ def test_compare_shows_one_labelled_bar_per_run_and_a_line_when_each_ends(tmp_pa
         metrics = json.loads((tmp_path / "cmp" / objective / "seed1" / "metrics.json").read_text())
         assert metrics["config"]["control_variate"] == control_variate
         assert metrics["config"]["objective"] == objective and metrics["config"]["seed"] == 1
+
+
+def test_compare_says_that_tb_ignores_cv(tmp_path, capsys):
+    args = ["compare", "--env", "sets", "--preset", "small", "--seeds", "1", *FAST]
+    assert main([*args, "--objectives", "tb", "--cv", "loo", "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "notice: --cv loo applies to the divergence objectives; tb trains with" in err
+    metrics = json.loads((tmp_path / "a" / "tb" / "seed0" / "metrics.json").read_text())
+    assert metrics["config"]["control_variate"] == "none"
+    assert main([*args, "--objectives", "tb", "--out", str(tmp_path / "b")]) == 0
+    assert "--cv" not in capsys.readouterr().err  # nothing to say without --cv
 
 
 def test_compare_without_matplotlib_writes_the_table_and_skips_the_plot(
