@@ -242,6 +242,7 @@ def _rollout_discrete(env, batch_size, generator, behaviour, layout, forward, di
         # The policy runs on the step's distinct states, `source` giving each trajectory's:
         # every trajectory starts at s0, so the first step runs it on one copy of it.
         found = distinct_rows(env, parents) if distinct and t else None
+        distinct = distinct and (t == 0 or found is not None)  # deeper levels are wider
         if t == 0:
             policy_states, source = start, parents.new_zeros(parents.shape[0])
         else:

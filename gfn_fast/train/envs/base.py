@@ -155,11 +155,15 @@ def _place_values(radix: tuple[int, ...], device: torch.device) -> torch.Tensor:
 def unique_states(env: DiscreteEnv, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Distinct rows of `states` [B, W] sorted by code, and [B] the index of each row's copy."""
     codes, inverse = torch.unique(env.state_code(states), return_inverse=True)
-    first = torch.full((codes.shape[0],), states.shape[0], dtype=torch.int64, device=states.device)
-    first = first.scatter_reduce(
-        0, inverse, torch.arange(states.shape[0], device=states.device), "amin"
+    return states[first_rows(inverse, codes.shape[0])], inverse
+
+
+def first_rows(inverse: torch.Tensor, count: int) -> torch.Tensor:
+    """[count] the first row of each of `count` groups, given each row's group `inverse`."""
+    first = inverse.new_full((count,), inverse.shape[0])
+    return first.scatter_reduce(
+        0, inverse, torch.arange(inverse.shape[0], device=inverse.device), "amin"
     )
-    return states[first], inverse
 
 
 class ContinuousEnv:
