@@ -8,8 +8,8 @@ implementation -- torchgfn's TBGFlowNet, and gfn_fast's Trainer in each --varian
 (fp32 and bf16 as the trainer's defaults: networks run once per distinct state, with the
 recorded activations of the rollout; then, on every visited state, with the recorded
 activations, with a second forward, and keeping the rollout's graph) -- trains in
-alternating rounds of --eval-every steps until the exact L1 between p_T and R/Z drops below --target, so that
-the machine's noise falls on all of them alike. Recorded per run:
+alternating rounds of --eval-every steps until the exact L1 between p_T and R/Z drops
+below --target, so that the machine's noise falls on all of them alike. Recorded per run:
 
 - trajectories/s: batch / median training-step time (sample + loss + backward + Adam);
 - seconds (and steps) to exact L1 < target, counting training steps only: the exact L1
