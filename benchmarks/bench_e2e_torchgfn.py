@@ -72,15 +72,24 @@ VARIANTS = {
     "fp32": {"precision": "fp32", "record_activations": True, "distinct_states": True},
     "fp32_all_states": {"precision": "fp32", "record_activations": True, **ALL_STATES},
     "fp32_batched_forward": {
-        "precision": "fp32", "record_activations": False, "keep_graph": False, **ALL_STATES
+        "precision": "fp32",
+        "record_activations": False,
+        "keep_graph": False,
+        **ALL_STATES,
     },
     "fp32_keep_graph": {
-        "precision": "fp32", "record_activations": False, "keep_graph": True, **ALL_STATES
+        "precision": "fp32",
+        "record_activations": False,
+        "keep_graph": True,
+        **ALL_STATES,
     },
     "bf16": {"precision": "bf16", "record_activations": True, "distinct_states": True},
     "bf16_all_states": {"precision": "bf16", "record_activations": True, **ALL_STATES},
     "bf16_keep_graph": {
-        "precision": "bf16", "record_activations": False, "keep_graph": True, **ALL_STATES
+        "precision": "bf16",
+        "record_activations": False,
+        "keep_graph": True,
+        **ALL_STATES,
     },
 }
 
