@@ -296,6 +296,20 @@ def test_compare_shows_one_labelled_bar_per_run_and_a_line_when_each_ends(tmp_pa
         assert metrics["config"]["objective"] == objective and metrics["config"]["seed"] == 1
 
 
+def test_distinct_states_flags_set_the_run_and_the_default_follows_the_network(tmp_path):
+    cases = [
+        ([], False),  # FAST's hidden 8 at batch 8: too little work to pay
+        (["--distinct-states"], True),
+        (["--hidden", "1024"], True),  # 1024**2 * 8 >= 2**20
+        (["--hidden", "1024", "--no-distinct-states"], False),
+    ]
+    for index, (flags, expected) in enumerate(cases):
+        out = tmp_path / str(index)
+        assert main(["train", *FAST, *flags, "--out", str(out)]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["config"]["distinct_states"] is expected, flags
+
+
 def test_compare_says_that_tb_ignores_cv(tmp_path, capsys):
     args = ["compare", "--env", "sets", "--preset", "small", "--seeds", "1", *FAST]
     assert main([*args, "--objectives", "tb", "--cv", "loo", "--out", str(tmp_path / "a")]) == 0

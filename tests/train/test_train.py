@@ -77,7 +77,11 @@ def test_resolve_fills_defaults_and_rejects_bad_settings():
     assert resolve(TrainConfig()).record_activations is True
     with pytest.raises(ValueError, match="record_activations"):
         resolve(TrainConfig(record_activations="yes"))
-    assert resolve(TrainConfig()).distinct_states is True  # (CUDA: off, no host syncs)
+    # Distinct states where the networks' work pays for finding them (CUDA: off).
+    assert resolve(TrainConfig()).distinct_states is False  # hidden 64, batch 128
+    assert resolve(TrainConfig(hidden=128)).distinct_states is True
+    assert resolve(TrainConfig(batch_size=1024)).distinct_states is True
+    assert resolve(TrainConfig(hidden=128, distinct_states=False)).distinct_states is False
     with pytest.raises(ValueError, match="distinct_states: expected True or False"):
         resolve(TrainConfig(distinct_states=1))
 

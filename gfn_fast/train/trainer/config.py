@@ -40,8 +40,10 @@ class TrainConfig:
         both at batch 128 and 1024, README "Benchmarks").
     distinct_states: run the policy networks once per distinct state of a rollout step
         and of a batch, not once per visit (same estimator, same samples; see
-        `gfn_fast.train.distinct`). None: on on CPU, off on CUDA (finding the distinct
-        states is a host sync per step, which the padded CUDA rollout avoids).
+        `gfn_fast.train.distinct`). None: on CPU, on where the networks' work per batch,
+        hidden**2 * batch_size, is at least DISTINCT_FROM_WORK (finding the distinct
+        states costs more than small networks save); off on CUDA (it is a host sync per
+        step, which the padded CUDA rollout avoids).
     precision: "fp32", or "bf16" (autocast of the policy networks; log-softmax and the loss
         stay float32).
     compile: torch.compile the policy networks and the loss with `compile_backend`.
@@ -117,6 +119,12 @@ RESUMABLE_CHANGES = (
 # within noise of the no-grad rollout at 128; HyperGrid 8x8, 2 x 256 MLPs, one thread).
 KEEP_GRAPH_FROM_BATCH = 512
 
+# The networks' work per batch, hidden**2 * batch_size, from which running them once per
+# distinct state measured faster on CPU (one thread, default envs and lrs): hidden 64 at
+# batch 128 (2**19) ran 3-7% slower with it (hypergrid, sets), hidden 128 at batch 128
+# (2**21) 10-21% faster, hidden 64 at batch 1024 (2**22) 31% faster (hypergrid 8x8).
+DISTINCT_FROM_WORK = 2**20
+
 # The one seed range whose shard streams never collide (see `shard_seed`).
 SEED_LIMIT = 2**32
 
@@ -162,7 +170,14 @@ def resolve(config: TrainConfig) -> TrainConfig:
     if config.record_activations is None:
         config = replace(config, record_activations=True)
     if config.distinct_states is None:
-        config = replace(config, distinct_states=not _is_cuda(config.device))
+        work = (
+            config.hidden**2 * config.batch_size
+            if _are_ints(config.hidden, config.batch_size)
+            else 0
+        )
+        config = replace(
+            config, distinct_states=not _is_cuda(config.device) and work >= DISTINCT_FROM_WORK
+        )
     _check_types(config)
     for name in _POSITIVE_INTS:
         if getattr(config, name) < 1:
@@ -231,6 +246,11 @@ def _check_types(config: TrainConfig) -> None:
             expected = "a finite real number"
         if not ok:
             raise ValueError(f"{field.name}: expected {expected}, got {value!r}")
+
+
+def _are_ints(*values: object) -> bool:
+    """Whether every value is an int (not a bool): `_check_types` refuses the others later."""
+    return all(isinstance(value, int) and not isinstance(value, bool) for value in values)
 
 
 def _is_cuda(device: object) -> bool:
