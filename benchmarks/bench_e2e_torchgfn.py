@@ -64,33 +64,26 @@ BENCH = "e2e_hypergrid_8x8"
 RESULTS = Path(__file__).parent / "results" / "e2e.json"
 PROFILE = Path(__file__).parent / "results" / "e2e_profile.txt"
 # gfn_fast variants: TrainConfig settings beside the shared ones. fp32 and bf16 are the
-# defaults: the networks run once per distinct state, and the rollout's forward of p_F is
-# reused through its recorded activations. The others run the networks on every visited
-# state ("all_states"), and run p_F again in the batched pass or keep the rollout's graph.
-ALL_STATES = {"distinct_states": False}
+# trainer's choices at this size: the networks run once per distinct state, and p_F's
+# gradient goes through the activations the rollout recorded. The others run the networks
+# on every visited state, and take p_F's gradient through the recorded activations, a
+# second batched forward, or the rollout's kept graph.
+_GRADIENT_PATHS = {
+    "recorded": {"record_activations": True},
+    "batched_forward": {"record_activations": False, "keep_graph": False},
+    "keep_graph": {"record_activations": False, "keep_graph": True},
+}
 VARIANTS = {
-    "fp32": {"precision": "fp32", "record_activations": True, "distinct_states": True},
-    "fp32_all_states": {"precision": "fp32", "record_activations": True, **ALL_STATES},
-    "fp32_batched_forward": {
-        "precision": "fp32",
-        "record_activations": False,
-        "keep_graph": False,
-        **ALL_STATES,
-    },
-    "fp32_keep_graph": {
-        "precision": "fp32",
-        "record_activations": False,
-        "keep_graph": True,
-        **ALL_STATES,
-    },
-    "bf16": {"precision": "bf16", "record_activations": True, "distinct_states": True},
-    "bf16_all_states": {"precision": "bf16", "record_activations": True, **ALL_STATES},
-    "bf16_keep_graph": {
-        "precision": "bf16",
-        "record_activations": False,
-        "keep_graph": True,
-        **ALL_STATES,
-    },
+    name: {"precision": precision, "distinct_states": distinct, **_GRADIENT_PATHS[path]}
+    for name, precision, distinct, path in (
+        ("fp32", "fp32", True, "recorded"),
+        ("fp32_all_states", "fp32", False, "recorded"),
+        ("fp32_batched_forward", "fp32", False, "batched_forward"),
+        ("fp32_keep_graph", "fp32", False, "keep_graph"),
+        ("bf16", "bf16", True, "recorded"),
+        ("bf16_all_states", "bf16", False, "recorded"),
+        ("bf16_keep_graph", "bf16", False, "keep_graph"),
+    )
 }
 
 
