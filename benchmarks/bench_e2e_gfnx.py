@@ -5,22 +5,25 @@ loop; its TB baseline is a script in its repository, with one MLP for p_F and p_
 gfnx side here is a TB step written on gfnx's own pieces, on the task and network of
 `bench_e2e_torchgfn.py`: gfnx's HypergridEnvironment (dim 2, side 8) with its general
 reward module at torchgfn's constants (R0 = 0.1, R1 = 0.5, R2 = 2), separate p_F and p_B
-MLPs (equinox, 2 hidden layers of 256, LeakyReLU), on-policy TB, Adam at lr 1e-3 and 1e-1
-for log Z. The whole step is one jitted function: `gfnx.utils.forward_rollout` (padded to
-the env's max length, as gfnx rolls out), both networks over the [B, T + 1]
-observations, the loss, its gradient and Adam. The gfn_fast and torchgfn sides are
-`bench_e2e_torchgfn`'s runs (gfn_fast: its trainer's choices at this size).
+MLPs (2 hidden layers of 256, LeakyReLU, as one matmul per layer over all rows: equinox's
+per-example MLP under vmap took 1.6x longer for the loss and its gradient, 516 against 316
+ms at batch 1024), on-policy TB, Adam at lr 1e-3 and 1e-1 for log Z. The whole step is one
+jitted function: `gfnx.utils.forward_rollout` (padded to the env's max length, as gfnx
+rolls out), both networks over the [B, T + 1] observations, the loss, its gradient and
+Adam. The gfn_fast and torchgfn sides are `bench_e2e_torchgfn`'s runs (gfn_fast: its
+trainer's choices at this size).
 
 Every implementation runs on one CPU core with one thread (the process is pinned to CPU
 0; XLA's CPU threading is off before jax is imported), in alternating rounds of steps,
 after a warm-up that includes gfnx's compilation. Reported per batch size:
-trajectories/s (batch / median step time) and the ratios gfn_fast / gfnx and gfnx /
-torchgfn. Time to an L1 target is not measured on the gfnx side.
+trajectories/s (batch / median step time) and each one's ratio to gfnx's (gfn_fast both
+with distinct states, its default at this size, and on all states). Time to an L1 target
+is not measured on the gfnx side.
 
 gfnx pins numpy 1.26.4, so this runs in a virtualenv of its own (README, "Benchmarks"):
 
     python -m venv /tmp/gfnx && source /tmp/gfnx/bin/activate
-    pip install gfnx==0.0.1 equinox optax torch==2.13.0 tqdm
+    pip install gfnx==0.0.1 optax torch==2.13.0 tqdm
     pip install --no-deps torchgfn==2.4.1 && pip install tensordict einops dill \\
         torch_geometric linear-attention-transformer
     PYTHONPATH=. python benchmarks/bench_e2e_gfnx.py
@@ -40,7 +43,6 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import equinox as eqx  # noqa: E402
 import gfnx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -64,16 +66,10 @@ class GfnxRun:
         self.env = gfnx.environment.HypergridEnvironment(reward, dim=2, side=8)
         self.env_params = self.env.init(jax.random.PRNGKey(seed))
         key, pf_key, pb_key = jax.random.split(jax.random.PRNGKey(seed), 3)
-        width = self.env.observation_space.shape[0]
-
-        def mlp(out_size, init_key):
-            return eqx.nn.MLP(
-                width, out_size, args.hidden, args.layers, jax.nn.leaky_relu, key=init_key
-            )
-
+        sizes = [self.env.observation_space.shape[0]] + [args.hidden] * args.layers
         self.params = {
-            "pf": mlp(self.env.action_space.n, pf_key),
-            "pb": mlp(self.env.backward_action_space.n, pb_key),
+            "pf": _mlp_init(sizes + [self.env.action_space.n], pf_key),
+            "pb": _mlp_init(sizes + [self.env.backward_action_space.n], pb_key),
             "log_z": jnp.zeros(()),
         }
         self.optimizer = optax.multi_transform(
@@ -84,13 +80,13 @@ class GfnxRun:
                 "log_z": "log_z",
             },
         )
-        self.opt_state = self.optimizer.init(eqx.filter(self.params, eqx.is_array))
+        self.opt_state = self.optimizer.init(self.params)
         self.key = key
-        self._step = eqx.filter_jit(self._train_step)
+        self._step = jax.jit(self._train_step)
 
     def _loss(self, params, traj):
         env, env_params = self.env, self.env_params
-        pf_logits = jax.vmap(jax.vmap(params["pf"]))(traj.obs)
+        pf_logits = _mlp_rows(params["pf"], traj.obs)
         invalid = jax.vmap(env.get_invalid_mask, in_axes=(1, None), out_axes=1)(
             traj.state, env_params
         )
@@ -102,7 +98,7 @@ class GfnxRun:
         back = jax.vmap(env.get_backward_action, in_axes=(1, 1, 1, None), out_axes=1)(
             parents, traj.action[:, :-1], children, env_params
         )
-        pb_logits = jax.vmap(jax.vmap(params["pb"]))(traj.obs[:, 1:])
+        pb_logits = _mlp_rows(params["pb"], traj.obs[:, 1:])
         invalid_back = jax.vmap(env.get_invalid_backward_mask, in_axes=(1, None), out_axes=1)(
             children, env_params
         )
@@ -116,23 +112,20 @@ class GfnxRun:
     def _train_step(self, params, opt_state, key):
         key, rollout_key = jax.random.split(key)
 
-        pf_arrays, pf_static = eqx.partition(params["pf"], eqx.is_array)
-
-        def policy(_, obs, arrays):  # (the rollout carries arrays only)
-            return jax.vmap(eqx.combine(arrays, pf_static))(obs), {}
+        def policy(_, obs, pf):
+            return _mlp_rows(pf, obs), {}
 
         traj, _ = gfnx.utils.forward_rollout(
             rng_key=rollout_key,
             num_envs=self.batch_size,
             policy_fn=policy,
-            policy_params=jax.lax.stop_gradient(pf_arrays),
+            policy_params=jax.lax.stop_gradient(params["pf"]),
             env=self.env,
             env_params=self.env_params,
         )
-        loss, grads = eqx.filter_value_and_grad(self._loss)(params, traj)
-        arrays = eqx.filter(params, eqx.is_array)
-        updates, opt_state = self.optimizer.update(grads, opt_state, arrays)
-        return eqx.apply_updates(params, updates), opt_state, key, loss
+        loss, grads = jax.value_and_grad(self._loss)(params, traj)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, key, loss
 
     def step(self) -> None:
         self.params, self.opt_state, self.key, loss = self._step(
@@ -141,10 +134,34 @@ class GfnxRun:
         loss.block_until_ready()
 
 
+def _mlp_init(sizes: list[int], key) -> list[tuple]:
+    """(W [in, out], b [out]) per layer, uniform in +-1/sqrt(in) (torch's nn.Linear)."""
+    layers = []
+    for fan_in, fan_out, layer_key in zip(
+        sizes, sizes[1:], jax.random.split(key, len(sizes) - 1), strict=False
+    ):
+        w_key, b_key = jax.random.split(layer_key)
+        bound = fan_in**-0.5
+        w = jax.random.uniform(w_key, (fan_in, fan_out), minval=-bound, maxval=bound)
+        layers.append((w, jax.random.uniform(b_key, (fan_out,), minval=-bound, maxval=bound)))
+    return layers
+
+
+def _mlp_rows(layers: list[tuple], x):
+    """The MLP on x [..., in] -> [..., out]: one matmul per layer over all leading rows."""
+    rows = x.reshape(-1, x.shape[-1])
+    for index, (w, b) in enumerate(layers):
+        rows = rows @ w + b
+        if index < len(layers) - 1:
+            rows = jax.nn.leaky_relu(rows)
+    return rows.reshape(*x.shape[:-1], rows.shape[-1])
+
+
 def measure(batch_size: int, args: argparse.Namespace) -> dict:
     runs = [
         GfnxRun(args.seed, batch_size, args),
         GfnFastRun("fp32", args.seed, batch_size, args),
+        GfnFastRun("fp32_all_states", args.seed, batch_size, args),
         TorchgfnRun(args.seed, batch_size, args),
     ]
     times = {run.impl: [] for run in runs}
@@ -158,13 +175,8 @@ def measure(batch_size: int, args: argparse.Namespace) -> dict:
                 run.step()
                 times[run.impl].append(time.perf_counter() - started)
     speed = {impl: batch_size / statistics.median(values) for impl, values in times.items()}
-    return {
-        "batch": batch_size,
-        "trajectories_per_s": speed,
-        "gfn_fast_fp32_vs_gfnx": speed["gfn_fast_fp32"] / speed["gfnx"],
-        "gfnx_vs_torchgfn": speed["gfnx"] / speed["torchgfn"],
-        "gfn_fast_fp32_vs_torchgfn": speed["gfn_fast_fp32"] / speed["torchgfn"],
-    }
+    ratios = {f"{impl}_vs_gfnx": speed[impl] / speed["gfnx"] for impl in speed if impl != "gfnx"}
+    return {"batch": batch_size, "trajectories_per_s": speed, "ratios": ratios}
 
 
 def main() -> None:
@@ -186,10 +198,8 @@ def main() -> None:
     results = [measure(batch_size, args) for batch_size in args.batch_sizes]
     for row in results:
         speed = ", ".join(f"{k} {v:.0f}" for k, v in row["trajectories_per_s"].items())
-        print(
-            f"B={row['batch']}: trajectories/s {speed}; gfn_fast / gfnx "
-            f"{row['gfn_fast_fp32_vs_gfnx']:.2f}, gfnx / torchgfn {row['gfnx_vs_torchgfn']:.2f}"
-        )
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in row["ratios"].items())
+        print(f"B={row['batch']}: trajectories/s {speed}; {ratios}")
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
         "torch": torch.__version__,
