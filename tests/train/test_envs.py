@@ -56,6 +56,19 @@ def test_every_sampled_action_is_allowed_and_trajectories_end_terminal(env, epsi
     assert (sampled.lengths >= 1).all() and (sampled.lengths <= env.max_length).all()
 
 
+def test_state_codes_are_equal_exactly_for_equal_states(env):
+    """state_code groups rows as torch.unique over the rows does (the distinct-state pass
+    and the metrics rely on it), over every state a batch visits, terminal ones included."""
+    sampled = _sample(env, 0.5)
+    states = torch.cat([sampled.parents, sampled.children])
+    assert env.state_codes_exact
+    _, by_row = torch.unique(states, dim=0, return_inverse=True)
+    _, by_code = torch.unique(env.state_code(states), return_inverse=True)
+    # The same partition: each row group maps to one code group and back.
+    pairs = torch.unique(torch.stack([by_row, by_code]), dim=1)
+    assert pairs.shape[1] == int(by_row.max()) + 1 == int(by_code.max()) + 1
+
+
 def test_forward_trajectories_reverse_under_pb(env):
     sampled = _sample(env, 0.0)
     parents, children = sampled.parents, sampled.children
