@@ -112,6 +112,19 @@ def _unknown_field(checkpoint, path):
     return path
 
 
+def _without(checkpoint, path, *names):
+    """The checkpoint with its config lacking `names` (as an earlier version wrote it)."""
+    state = torch.load(checkpoint, weights_only=True)
+    values = json.loads(state["config"])
+    state["config"] = json.dumps({k: v for k, v in values.items() if k not in names})
+    torch.save(state, path)
+    return path
+
+
+def _missing_field(checkpoint, path):
+    return _without(checkpoint, path, "hidden", "distinct_states")
+
+
 def _mismatched_shapes(checkpoint, path):
     state = torch.load(checkpoint, weights_only=True)
     state["config"] = state["config"].replace('"hidden": 8', '"hidden": 16')
@@ -133,6 +146,7 @@ BROKEN = {
     "other-format-version": (_other_format, "not a gfn_fast checkpoint of format"),
     "invalid-config": (_bad_config, "config is invalid: steps: expected >= 1"),
     "unknown-config-field": (_unknown_field, r"unknown fields \['new_field'\]"),
+    "missing-config-field": (_missing_field, r"missing fields \['hidden'\]\)"),
     "state-does-not-fit": (_mismatched_shapes, "does not fit its config"),
     "missing-entry": (_missing_entry, "entry 'optimizer' should be a dict"),
 }
@@ -150,6 +164,16 @@ def test_broken_checkpoints_are_refused_with_one_line_naming_the_file(
     error = capsys.readouterr().err
     assert error.startswith("gfn-fast: error: ") and error.count("\n") == 1
     assert "broken.pt" in error or kind == "state-does-not-fit"
+
+
+def test_a_checkpoint_lacking_only_settings_a_resume_may_change_resumes(checkpoint, tmp_path):
+    """Fields added since a checkpoint was written, which a resumed run may change anyway
+    (how it runs, not what it computes), take their defaults; any other is refused above."""
+    fillable = ("distinct_states", "record_activations", "keep_graph")
+    old = _without(checkpoint, tmp_path / "old.pt", *fillable)
+    assert not set(fillable) & set(json.loads(torch.load(old, weights_only=True)["config"]))
+    resumed = Trainer.resume(old).config
+    assert resumed == Trainer.resume(checkpoint).config  # the defaults it was written with
 
 
 def test_missing_file_and_directory_are_refused(checkpoint, tmp_path):

@@ -9,9 +9,10 @@ import torch
 
 from gfn_fast.train import envs
 from gfn_fast.train.envs.base import unique_states
+from gfn_fast.train.envs.sequences import Sequences
 from gfn_fast.train.policies import make_policy
 from gfn_fast.train.rollout import rollout
-from gfn_fast.train.sampler import sample_backward_uniform, sample_trajectories
+from gfn_fast.train.sampler import sample_backward, sample_backward_uniform, sample_trajectories
 from gfn_fast.train.trainer import TrainConfig
 from tests.train.brute_force import TINY_ENVS, trajectories
 
@@ -67,6 +68,28 @@ def test_state_codes_are_equal_exactly_for_equal_states(env):
     # The same partition: each row group maps to one code group and back.
     pairs = torch.unique(torch.stack([by_row, by_code]), dim=1)
     assert pairs.shape[1] == int(by_row.max()) + 1 == int(by_code.max()) + 1
+
+
+def test_state_codes_wrap_around_where_they_cannot_be_exact():
+    """A state space beyond int64 still gets codes (mixed radix modulo 2**64, as int64
+    arithmetic wraps), and the generic forward_action that matches them still finds each
+    step: on a tree, drawing the one trajectory back into x scores what the forward
+    rollout sampled."""
+    env = Sequences(alphabet=8, length=25)
+    assert not env.state_codes_exact
+    policy = make_policy(env, 16, 1)
+    batch = sample_trajectories(env, policy, 8, generator=torch.Generator().manual_seed(0))
+    states = batch.rollout.children
+    expected = []
+    for row in states.tolist():
+        code = 0
+        for value, radix in zip(row, env.state_radix, strict=True):
+            code = (code * radix + value) % 2**64
+        expected.append(code - 2**64 if code >= 2**63 else code)
+    assert env.state_code(states).tolist() == expected
+    log_pf, log_pb = sample_backward(env, policy, batch.terminal)
+    torch.testing.assert_close(log_pf, batch.log_pf.detach())
+    assert torch.equal(log_pb, torch.zeros_like(log_pb))
 
 
 def test_forward_trajectories_reverse_under_pb(env):

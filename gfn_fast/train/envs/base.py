@@ -147,9 +147,12 @@ class DiscreteEnv:
 
 @functools.cache
 def _place_values(radix: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """[W] the weight of each state column in `state_code` (mixed radix, last column 1)."""
-    places = [math.prod(radix[column + 1 :]) for column in range(len(radix))]
-    return torch.tensor(places, dtype=torch.int64, device=device)
+    """[W] the weight of each state column in `state_code` (mixed radix, last column 1),
+    modulo 2**64 as int64, so that a state space too large for exact codes wraps around
+    (as int64 arithmetic does) instead of failing to build the weights."""
+    places = [math.prod(radix[column + 1 :]) % 2**64 for column in range(len(radix))]
+    wrapped = [place - 2**64 if place >= 2**63 else place for place in places]
+    return torch.tensor(wrapped, dtype=torch.int64, device=device)
 
 
 def unique_states(env: DiscreteEnv, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

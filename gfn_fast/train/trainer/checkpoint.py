@@ -19,7 +19,7 @@ from typing import IO
 
 import torch
 
-from gfn_fast.train.trainer.config import TrainConfig, resolve
+from gfn_fast.train.trainer.config import RESUMABLE_CHANGES, TrainConfig, resolve
 
 FORMAT = "gfn_fast.train.checkpoint/1"
 
@@ -43,6 +43,12 @@ class CheckpointError(ValueError):
     holding objects other than tensors and plain data)."""
 
 
+# Fields a checkpoint from an earlier version may lack: settings a resumed run may change
+# anyway, whose None default `resolve` fills in (they change how a run executes, not what
+# it computes).
+_FILLABLE = {f.name for f in fields(TrainConfig) if f.default is None} & set(RESUMABLE_CHANGES)
+
+
 def config_to_json(config: TrainConfig) -> str:
     return json.dumps(asdict(config), sort_keys=True)
 
@@ -51,7 +57,8 @@ def config_from_json(text: str, where: str) -> TrainConfig:
     """The TrainConfig of a checkpoint's JSON, resolved (checked) as any config is.
 
     Raises:
-        CheckpointError: not JSON, unknown or missing fields, or values `resolve` refuses.
+        CheckpointError: not JSON, unknown or missing fields (but those of _FILLABLE), or
+            values `resolve` refuses.
     """
     try:
         values = json.loads(text)
@@ -60,7 +67,7 @@ def config_from_json(text: str, where: str) -> TrainConfig:
     if not isinstance(values, dict):
         raise CheckpointError(f"{where}: its config is not a JSON object")
     known = {f.name for f in fields(TrainConfig)}
-    unknown, missing = sorted(set(values) - known), sorted(known - set(values))
+    unknown, missing = sorted(set(values) - known), sorted(known - set(values) - _FILLABLE)
     if unknown or missing:
         raise CheckpointError(
             f"{where}: its config does not match this version of gfn_fast "
