@@ -23,7 +23,8 @@ is not measured on the gfnx side.
 gfnx pins numpy 1.26.4, so this runs in a virtualenv of its own (README, "Benchmarks"):
 
     python -m venv /tmp/gfnx && source /tmp/gfnx/bin/activate
-    pip install gfnx==0.0.1 optax torch==2.13.0 tqdm
+    pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    pip install gfnx==0.0.1 optax tqdm
     pip install --no-deps torchgfn==2.4.1 && pip install tensordict einops dill \\
         torch_geometric linear-attention-transformer
     PYTHONPATH=. python benchmarks/bench_e2e_gfnx.py
@@ -188,7 +189,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-log-z", type=float, default=1e-1)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--steps-per-round", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

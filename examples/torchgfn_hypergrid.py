@@ -5,7 +5,8 @@ its Sampler); only the loss is gfn_fast's, through `DivergenceGFlowNet`. Every
 `--eval-every` steps it prints the exact L1 between the sampler's terminal distribution
 and R/Z (HyperGrid.true_dist()).
 
-    pip install "gfn_fast[torchgfn]"
+    pip install tensordict einops dill torch_geometric linear-attention-transformer
+    pip install --no-deps torchgfn==2.4.1    # its numpy<2 pin is not needed (README)
     python examples/torchgfn_hypergrid.py                      # short run, both objectives
     python examples/torchgfn_hypergrid.py --steps 1000 --objectives renyi --alpha 0.5
 """

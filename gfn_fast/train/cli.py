@@ -258,7 +258,7 @@ def _given(args: argparse.Namespace) -> dict:
 _FLAG_OF = {
     "control_variate": "--cv",
     "record_activations": "--no-record-activations",
-    "distinct_states": "--distinct-states",
+    "distinct_states": "--[no-]distinct-states",
 }
 
 

@@ -248,7 +248,13 @@ def test_resume_extends_a_run_with_more_steps(finished_run, tmp_path, capsys, mo
 def test_resume_refuses_flags_that_change_the_run_and_accepts_equal_ones(finished_run, capsys):
     checkpoint = str(finished_run / "checkpoint.pt")
     assert main(["train", "--resume", checkpoint, "--lr", "0.5", "--objective", "renyi"]) == 2
-    _one_error_line(capsys, "--lr 0.5", "--objective renyi", "keeps its checkpoint's settings")
+    _one_error_line(
+        capsys,
+        "--lr 0.5",
+        "--objective renyi",
+        "keeps its checkpoint's settings",
+        "--no-record-activations, --[no-]distinct-states, --out",
+    )
     assert main(["train", "--resume", checkpoint, "--steps", "3"]) == 2
     _one_error_line(capsys, "--steps: expected at least the 4 steps")
     # Equal to the checkpoint's values: nothing changes, so nothing is refused.
