@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_e2e_torchgfn import GfnFastRun, TorchgfnRun, commit  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "e2e_gfnx.json"
+BENCH = "e2e_gfnx_hypergrid_8x8"
 
 
 class GfnxRun:
@@ -175,9 +176,22 @@ def measure(batch_size: int, args: argparse.Namespace) -> dict:
                 started = time.perf_counter()
                 run.step()
                 times[run.impl].append(time.perf_counter() - started)
-    speed = {impl: batch_size / statistics.median(values) for impl, values in times.items()}
-    ratios = {f"{impl}_vs_gfnx": speed[impl] / speed["gfnx"] for impl in speed if impl != "gfnx"}
-    return {"batch": batch_size, "trajectories_per_s": speed, "ratios": ratios}
+    shape = {"ndim": 2, "height": 8, "batch": batch_size, "hidden": args.hidden}
+    shape |= {"layers": args.layers, "objective": "tb"}
+    rows = []
+    for impl, values in times.items():
+        median_s = statistics.median(values)
+        rows.append(
+            {"bench": BENCH, "shape": shape, "dtype": "float32", "impl": impl}
+            | {"median_ms": median_s * 1e3, "gbps": None, "peak_mem_mb": None}
+            | {"trajectories_per_s": batch_size / median_s}
+        )
+    gfnx_ms = rows[0]["median_ms"]
+    ratios = {
+        f"{BENCH}_b{batch_size}_traj_per_s/{row['impl']}_vs_gfnx": gfnx_ms / row["median_ms"]
+        for row in rows[1:]
+    }
+    return rows, ratios
 
 
 def main() -> None:
@@ -196,11 +210,15 @@ def main() -> None:
     args.threads = 1
     os.sched_setaffinity(0, {0})  # one core for all three
     torch.set_num_threads(1)
-    results = [measure(batch_size, args) for batch_size in args.batch_sizes]
-    for row in results:
-        speed = ", ".join(f"{k} {v:.0f}" for k, v in row["trajectories_per_s"].items())
-        ratios = ", ".join(f"{k} {v:.2f}" for k, v in row["ratios"].items())
-        print(f"B={row['batch']}: trajectories/s {speed}; {ratios}")
+    rows, ratios = [], {}
+    for batch_size in args.batch_sizes:
+        batch_rows, batch_ratios = measure(batch_size, args)
+        rows += batch_rows
+        ratios |= batch_ratios
+        speed = ", ".join(f"{r['impl']} {r['trajectories_per_s']:.0f}" for r in batch_rows)
+        print(f"B={batch_size}: trajectories/s {speed}")
+    for key, value in ratios.items():
+        print(f"{key} {value:.2f}")
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
         "torch": torch.__version__,
@@ -209,7 +227,8 @@ def main() -> None:
         "commit": commit(),
         "threads": 1,
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "results": results,
+        "rows": rows,
+        "ratios": ratios,
     }
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}")
