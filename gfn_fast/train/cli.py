@@ -579,7 +579,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--objectives", type=_names, default=variance.DEFAULT_OBJECTIVES)
     add("--batch-sizes", type=_sizes, default=variance.DEFAULT_BATCH_SIZES, help="default 32..1024")
     add("--repeats", type=int, default=variance.DEFAULT_REPEATS, help="batches per point")
-    add("--train-steps", type=int, default=None, help="steps of the trained policy")
+    add(
+        "--train-steps",
+        type=int,
+        default=None,
+        help="optimiser steps the 'trained' policy takes, along the learning-rate schedule "
+        "of --steps (which sets only that schedule's length here; default: "
+        f"{variance.TRAINED_FRACTION:g} of --steps)",
+    )
     add("--seed", type=int, default=0)
     add("--out", default="gfn_fast_variance", help="output directory")
     spread.set_defaults(run=_variance)
