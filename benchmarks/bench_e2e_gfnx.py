@@ -176,20 +176,32 @@ def measure(batch_size: int, args: argparse.Namespace) -> dict:
                 started = time.perf_counter()
                 run.step()
                 times[run.impl].append(time.perf_counter() - started)
-    shape = {"ndim": 2, "height": 8, "batch": batch_size, "hidden": args.hidden}
-    shape |= {"layers": args.layers, "objective": "tb"}
-    rows = []
-    for impl, values in times.items():
-        median_s = statistics.median(values)
-        rows.append(
-            {"bench": BENCH, "shape": shape, "dtype": "float32", "impl": impl}
-            | {"median_ms": median_s * 1e3, "gbps": None, "peak_mem_mb": None}
-            | {"trajectories_per_s": batch_size / median_s}
-        )
-    gfnx_ms = rows[0]["median_ms"]
+    shape = {
+        "ndim": 2,
+        "height": 8,
+        "batch": batch_size,
+        "hidden": args.hidden,
+        "layers": args.layers,
+        "objective": "tb",
+    }
+    medians = {impl: statistics.median(values) for impl, values in times.items()}
+    rows = [
+        {
+            "bench": BENCH,
+            "shape": shape,
+            "dtype": "float32",
+            "impl": impl,
+            "median_ms": median * 1e3,
+            "gbps": None,
+            "peak_mem_mb": None,
+            "trajectories_per_s": batch_size / median,
+        }
+        for impl, median in medians.items()
+    ]
     ratios = {
-        f"{BENCH}_b{batch_size}_traj_per_s/{row['impl']}_vs_gfnx": gfnx_ms / row["median_ms"]
-        for row in rows[1:]
+        f"{BENCH}_b{batch_size}_traj_per_s/{impl}_vs_gfnx": medians["gfnx"] / median
+        for impl, median in medians.items()
+        if impl != "gfnx"
     }
     return rows, ratios
 
